@@ -1,0 +1,101 @@
+"""Decoder hyper-parameters and the named presets (tiny, demo, Llama-3.x, Qwen2.5)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+Family = str  # "llama" or "qwen2"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """One decoder config for the Llama-3.x and Qwen2.5 families (HF field names in comments)."""
+
+  family: Family = "llama"
+  vocab_size: int = 256  # vocab_size
+  d_model: int = 64  # hidden_size
+  n_layers: int = 2  # num_hidden_layers
+  n_heads: int = 4  # num_attention_heads
+  n_kv_heads: int = 2  # num_key_value_heads
+  head_dim: int = 16  # head_dim (hidden_size // num_attention_heads by default)
+  d_ff: int = 128  # intermediate_size
+  rope_theta: float = 500000.0
+  # Llama-3.1/3.2 "llama3" rope scaling: (factor, low_freq_factor, high_freq_factor,
+  # original_max_position_embeddings); None means plain RoPE.
+  rope_scaling: tuple[float, float, float, int] | None = None
+  norm_eps: float = 1e-5  # rms_norm_eps
+  tie_embeddings: bool = False  # tie_word_embeddings
+  qkv_bias: bool = False  # Qwen2: bias on q/k/v projections
+  max_seq_len: int = 2048  # max_position_embeddings
+  bos_token_id: int | None = 1
+  eos_token_id: int | None = 2
+  # Numerics and memory, not architecture.
+  param_dtype: str = "float32"
+  compute_dtype: str = "float32"
+  scan_layers: bool = True
+  remat: str = "none"  # "none" | "full" | "dots"
+
+  def replace(self, **kw: Any) -> "ModelConfig":
+    return dataclasses.replace(self, **kw)
+
+  @property
+  def q_dim(self) -> int:
+    return self.n_heads * self.head_dim
+
+  @property
+  def kv_dim(self) -> int:
+    return self.n_kv_heads * self.head_dim
+
+  def validate(self) -> "ModelConfig":
+    if self.family not in ("llama", "qwen2"):
+      raise ValueError(f"unknown model family {self.family!r}; expected 'llama' or 'qwen2'")
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+    if self.head_dim % 2:
+      raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+    if self.remat not in ("none", "full", "dots"):
+      raise ValueError(f"remat={self.remat!r}; expected 'none', 'full' or 'dots'")
+    return self
+
+
+_LLAMA31_SCALING = (8.0, 1.0, 4.0, 8192)
+_LLAMA32_SCALING = (32.0, 1.0, 4.0, 8192)
+
+PRESETS: dict[str, ModelConfig] = {
+    # Unit tests: a few thousand parameters.
+    "tiny": ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                        head_dim=16, d_ff=128, max_seq_len=256),
+    "tiny_qwen": ModelConfig(family="qwen2", vocab_size=256, d_model=64, n_layers=2, n_heads=4,
+                             n_kv_heads=2, head_dim=16, d_ff=128, rope_theta=1e6, norm_eps=1e-6,
+                             qkv_bias=True, tie_embeddings=True, max_seq_len=256),
+    # The laptop demo: ~8M parameters with a 4k vocabulary.
+    "demo": ModelConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4,
+                        head_dim=32, d_ff=768, rope_theta=10000.0, tie_embeddings=True,
+                        max_seq_len=1024),
+    "llama3_2_1b": ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32,
+                               n_kv_heads=8, head_dim=64, d_ff=8192, rope_theta=500000.0,
+                               rope_scaling=_LLAMA32_SCALING, tie_embeddings=True,
+                               max_seq_len=131072, bos_token_id=128000, eos_token_id=128009),
+    "llama3_1_8b": ModelConfig(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32,
+                               n_kv_heads=8, head_dim=128, d_ff=14336, rope_theta=500000.0,
+                               rope_scaling=_LLAMA31_SCALING, max_seq_len=131072,
+                               bos_token_id=128000, eos_token_id=128009),
+    "llama3_1_70b": ModelConfig(vocab_size=128256, d_model=8192, n_layers=80, n_heads=64,
+                                n_kv_heads=8, head_dim=128, d_ff=28672, rope_theta=500000.0,
+                                rope_scaling=_LLAMA31_SCALING, max_seq_len=131072,
+                                bos_token_id=128000, eos_token_id=128009),
+    "qwen2_5_7b": ModelConfig(family="qwen2", vocab_size=152064, d_model=3584, n_layers=28,
+                              n_heads=28, n_kv_heads=4, head_dim=128, d_ff=18944,
+                              rope_theta=1e6, norm_eps=1e-6, qkv_bias=True, max_seq_len=131072,
+                              bos_token_id=151643, eos_token_id=151645),
+    "qwen2_5_72b": ModelConfig(family="qwen2", vocab_size=152064, d_model=8192, n_layers=80,
+                               n_heads=64, n_kv_heads=8, head_dim=128, d_ff=29568,
+                               rope_theta=1e6, norm_eps=1e-6, qkv_bias=True, max_seq_len=131072,
+                               bos_token_id=151643, eos_token_id=151645),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> ModelConfig:
+  if name not in PRESETS:
+    raise ValueError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+  return PRESETS[name].replace(**overrides).validate()
