@@ -1,0 +1,82 @@
+"""Entry point: python -m citrus_jax.main --config=configs/<file>.py[:<preset>] --config.<k>=<v>."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A configs/*.py file, optionally ':preset'.", lock_config=True)
+
+
+def run(config) -> str:
+  """Runs one configured job and returns its work directory (also used by tests and notebooks)."""
+  import jax
+  import numpy as np
+
+  from citrus_jax import runtime, sharding
+  from citrus_jax.model import transformer
+
+  dist = config.distributed
+  sharding.initialize_distributed(dist.coordinator_address or None, dist.num_processes or None,
+                                  None if dist.process_id < 0 else dist.process_id)
+  runtime.check_config(config)
+  workdir = config.workdir
+  if config.stage == "info":
+    cfg = runtime.model_config_from(config)
+    n = transformer.count_params(cfg)
+    mesh = runtime.make_mesh(config)
+    params = runtime.init_params_fn(config, cfg, mesh)(sharding.param_shardings(cfg, mesh))
+    tokens = np.arange(16, dtype=np.int32).reshape(2, 8) % cfg.vocab_size
+    logits, _ = jax.jit(lambda p, t: transformer.forward(p, t, cfg))(params, tokens)
+    print(f"model {config.model.preset}: {n:,} parameters on {jax.device_count()} "
+          f"{jax.devices()[0].platform} device(s), mesh {dict(mesh.shape)}")
+    print(f"forward pass: logits {tuple(logits.shape)}, mean {float(logits.mean()):+.5f}, "
+          f"std {float(logits.std()):.5f}")
+    return workdir
+  if config.mode == "plan":
+    from citrus_jax.train import plan
+    cfg = runtime.model_config_from(config)
+    devices = plan.topology_devices(config.plan.topology) if config.plan.topology else None
+    result = plan.plan(config, cfg, devices)
+    print(plan.format_plan(result))
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "plan.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    return workdir
+  runtime.save_resolved_config(config, workdir)
+  if config.stage == "cpt":
+    from citrus_jax.train import cpt
+    cpt.run(config, workdir)
+  elif config.stage == "sft":
+    from citrus_jax.train import sft
+    sft.run(config, workdir)
+  elif config.stage == "rl":
+    from citrus_jax.train import rl
+    rl.run(config, workdir)
+  elif config.stage == "eval":
+    from citrus_jax.eval import harness
+    workdir = harness.run(config, workdir)
+  elif config.stage == "pipeline":
+    from citrus_jax import pipeline
+    workdir = pipeline.run(config, workdir)
+  return workdir
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from citrus_jax.runtime import ConfigError
+  try:
+    workdir = run(_CONFIG.value)
+  except ConfigError as e:
+    print(f"config error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

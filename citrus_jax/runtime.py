@@ -1,0 +1,116 @@
+"""What every entry point does first: check the config, build mesh and model config, pick init."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from citrus_jax import sharding
+from citrus_jax.model import config as model_config
+from citrus_jax.model.config import ModelConfig
+
+STAGES = ("cpt", "sft", "rl", "eval", "pipeline", "info")
+MODES = ("train", "plan", "inspect")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field and the fix."""
+
+
+def _paths(value: Any) -> list[str]:
+  if not value:
+    return []
+  if isinstance(value, (list, tuple)):
+    return [str(v) for v in value]
+  return [p for p in str(value).split(",") if p]
+
+
+def check_config(config: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
+  """One clear message per mistake, before anything expensive happens."""
+  n_devices = jax.device_count() if n_devices is None else n_devices
+  if config.stage not in STAGES:
+    raise ConfigError(f"config.stage={config.stage!r} is unknown; expected one of {STAGES}")
+  if config.get("mode", "train") not in MODES:
+    raise ConfigError(f"config.mode={config.mode!r} is unknown; expected one of {MODES}")
+  try:
+    mesh_shape = sharding.infer_mesh_shape(config.mesh.shape, n_devices)
+  except ValueError as e:
+    raise ConfigError(f"config.mesh.shape: {e}") from None
+  if config.stage in ("cpt", "sft", "rl") and config.get("mode", "train") == "train":
+    dp = mesh_shape[0] * mesh_shape[1]
+    gbs = config.data.global_batch_size
+    if gbs % dp:
+      raise ConfigError(
+          f"config.data.global_batch_size={gbs} is not divisible by the data-parallel size "
+          f"{dp} (mesh data x fsdp = {mesh_shape[0]} x {mesh_shape[1]})")
+    accum = config.optim.get("grad_accum", 1)
+    if (gbs // dp) % accum and gbs % accum:
+      raise ConfigError(f"config.optim.grad_accum={accum} does not divide the batch of {gbs}")
+    for path in _paths(config.data.get("train_paths")):
+      if "://" not in path and not any(c in path for c in "*?[") and not os.path.exists(path):
+        raise ConfigError(f"config.data.train_paths: {path} does not exist")
+    if config.train.num_steps <= 0 and not config.data.get("num_epochs"):
+      raise ConfigError("set config.train.num_steps > 0 or config.data.num_epochs > 0")
+  if config.model.preset not in model_config.PRESETS and not config.init.get("hf_dir"):
+    raise ConfigError(f"config.model.preset={config.model.preset!r} is unknown; known: "
+                      f"{', '.join(sorted(model_config.PRESETS))}")
+  for field in ("checkpoint", "hf_dir"):
+    path = config.init.get(field)
+    if path and "://" not in path and not os.path.exists(path):
+      raise ConfigError(f"config.init.{field}: {path} does not exist")
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  return sharding.make_mesh(tuple(config.mesh.shape))
+
+
+def model_config_from(config: ml_collections.ConfigDict, vocab_size: int | None = None
+                      ) -> ModelConfig:
+  """The preset (or the HF/checkpoint config being started from) with numerics overrides."""
+  m = config.model
+  numerics = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype,
+                  scan_layers=m.scan_layers, remat=m.remat)
+  if config.init.get("hf_dir"):
+    from citrus_jax import hf
+    import json
+    path = os.path.join(config.init.hf_dir, "config.json")
+    with open(path) as f:
+      base = hf.config_from_hf(json.load(f), path)
+  elif config.init.get("checkpoint"):
+    from citrus_jax.train import checkpoint
+    base = checkpoint.read_model_config(config.init.checkpoint)
+  else:
+    base = model_config.get_preset(m.preset)
+    vocab = m.get("vocab_size", 0) or vocab_size
+    if vocab:
+      base = base.replace(vocab_size=int(vocab))
+  return base.replace(**numerics).validate()
+
+
+def init_params_fn(config: ml_collections.ConfigDict, cfg: ModelConfig,
+                   mesh: jax.sharding.Mesh) -> Callable[[Any], Any]:
+  """shardings -> params, from an HF directory, a citrus_jax checkpoint, or at random."""
+  if config.init.get("hf_dir"):
+    from citrus_jax import hf
+
+    def from_hf(shardings: Any) -> Any:
+      del shardings
+      return hf.load(config.init.hf_dir, mesh=mesh, dtype=cfg.param_dtype)[1]
+    return from_hf
+  if config.init.get("checkpoint"):
+    from citrus_jax.train import checkpoint
+    return lambda shardings: checkpoint.load_params(config.init.checkpoint, cfg, shardings)
+  from citrus_jax.train import engine
+  return engine.random_init(cfg, config.seed)
+
+
+def save_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Every run records exactly what it ran with, next to its checkpoints."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  if jax.process_index() == 0:
+    with open(path, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  return path

@@ -1,0 +1,142 @@
+"""Orbax checkpoints: the train state plus the data iterator, and params-only exports.
+
+A run directory holds `checkpoints/<step>/{state,data}` written by an async CheckpointManager
+(keep-last-K, atomic: an interrupted save is never picked up) and, at the end of a stage,
+`params/` + `model_config.json`: the params-only layout that stage chaining and the HF exporter
+read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from citrus_jax.model.config import ModelConfig
+
+
+def _abstract(tree: Any) -> Any:
+  """ShapeDtypeStructs that keep each array's sharding, so restore places shards directly."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      tree)
+
+
+def _has_grain_state(it: Any) -> bool:
+  return it is not None and hasattr(it, "get_state") and hasattr(it, "set_state")
+
+
+class Checkpointer:
+  """Periodic async saves of (train state, data iterator) with auto-resume."""
+
+  def __init__(self, directory: str, every: int = 100, keep: int = 3, async_save: bool = True):
+    self.directory = epath.Path(directory)
+    self.every = max(int(every), 1)
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=self.every, max_to_keep=keep, create=True,
+        enable_async_checkpointing=async_save)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: Any = None, force: bool = False) -> bool:
+    import grain
+    if step in self.manager.all_steps():
+      return False
+    args = {"state": ocp.args.StandardSave(state)}
+    if _has_grain_state(data_iter):
+      args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+  def restore(self, state_like: Any, data_iter: Any = None, step: int | None = None) -> Any:
+    """Restores onto `state_like`'s shapes and shardings (which may differ from the saved mesh)."""
+    import grain
+    step = self.latest_step() if step is None else step
+    args = {"state": ocp.args.StandardRestore(_abstract(state_like))}
+    if _has_grain_state(data_iter):
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    return restored["state"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def config_to_json(cfg: ModelConfig) -> dict[str, Any]:
+  return dataclasses.asdict(cfg)
+
+
+def config_from_json(d: dict[str, Any], path: str = "model_config.json") -> ModelConfig:
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  unknown = set(d) - fields
+  if unknown:
+    raise ValueError(f"{path}: unknown model config fields {sorted(unknown)}")
+  d = dict(d)
+  if d.get("rope_scaling") is not None:
+    d["rope_scaling"] = tuple(d["rope_scaling"])
+  return ModelConfig(**d).validate()
+
+
+def save_params(directory: str, params: Any, cfg: ModelConfig,
+                extra: dict[str, Any] | None = None) -> str:
+  """Writes `params/` (Orbax) and `model_config.json`: what the next stage starts from."""
+  path = epath.Path(directory)
+  path.mkdir(parents=True, exist_ok=True)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(path / "params", params, force=True)
+  ckptr.wait_until_finished()
+  if jax.process_index() == 0:
+    meta = {"model": config_to_json(cfg), **(extra or {})}
+    (path / "model_config.json").write_text(json.dumps(meta, indent=2))
+  return os.fspath(path)
+
+
+def read_model_config(directory: str) -> ModelConfig:
+  path = epath.Path(directory) / "model_config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: not found; expected a params directory written by "
+                            "citrus_jax (params/ + model_config.json)")
+  meta = json.loads(path.read_text())
+  return config_from_json(meta["model"], os.fspath(path))
+
+
+def load_params(directory: str, cfg: ModelConfig | None = None, shardings: Any = None) -> Any:
+  """Params from a params directory, or from a run's latest checkpoint (its state's params).
+
+  `cfg` overrides dtype/scan/remat of the saved config; shapes must match. With `shardings` the
+  tensors are restored straight onto them (possibly a different mesh than they were saved on).
+  """
+  from citrus_jax.model import transformer
+  path = epath.Path(directory)
+  saved_cfg = read_model_config(directory) if (path / "model_config.json").exists() else None
+  cfg = cfg or saved_cfg
+  if cfg is None:
+    raise ValueError(f"{path}: no model_config.json; pass the model config explicitly")
+  abstract = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  if shardings is not None:
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract, shardings)
+  if (path / "params").exists():
+    return ocp.StandardCheckpointer().restore(path / "params", abstract)
+  # A CheckpointManager directory: take params from the latest state (partial restore).
+  ckpt_dir = path / "checkpoints" if (path / "checkpoints").exists() else path
+  manager = ocp.CheckpointManager(ckpt_dir, item_names=("state", "data"))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{path}: neither params/ nor any checkpoint step found")
+  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, dtype=a.dtype)
+                              if getattr(a, "sharding", None) is not None
+                              else ocp.RestoreArgs(dtype=a.dtype), abstract)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item={"params": abstract}, restore_args={"params": restore_args}, partial_restore=True)))
+  return restored["state"]["params"]

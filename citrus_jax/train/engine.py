@@ -1,0 +1,217 @@
+"""The one training loop every stage runs on: sharded state, jitted step, logs, checkpoints.
+
+A stage (CPT, SFT, RL) hands over a `Stage`: its loss, its batch iterator and how to build the
+initial params. Everything else (resume, preemption, NaN stops, evaluation, logging, the
+params-only export that the next stage starts from) lives here once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from citrus_jax import sharding
+from citrus_jax.model import transformer
+from citrus_jax.model.config import ModelConfig
+from citrus_jax.train import checkpoint, metrics_log, optim
+from citrus_jax.train.step import LossFn, TotalsFn, TrainState, init_state, make_eval_step, \
+    make_train_step, token_totals
+
+
+@dataclasses.dataclass
+class Stage:
+  """What differs between stages."""
+  name: str
+  loss_fn: LossFn
+  train_iter: Iterator[dict[str, np.ndarray]]  # process-local batches; grain iterators resume
+  num_steps: int
+  init_params: Callable[[Any], Any]  # shardings -> params (random, checkpoint or HF)
+  totals_fn: TotalsFn = token_totals
+  eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None
+  tokens_in_batch: Callable[[dict[str, np.ndarray]], int] = (
+      lambda b: int((np.asarray(b["segment_ids"]) > 0).sum()))
+
+
+@dataclasses.dataclass
+class TrainResult:
+  params: Any
+  step: int
+  workdir: str
+  last_metrics: dict[str, float]
+  stopped_early: str | None = None
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def random_init(cfg: ModelConfig, seed: int) -> Callable[[Any], Any]:
+  """Params created directly in their sharded layout (never whole on one device)."""
+  def init(shardings: Any) -> Any:
+    return jax.jit(lambda: transformer.init_params(cfg, jax.random.key(seed)),
+                   out_shardings=shardings)()
+  return init
+
+
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Process-local numpy rows -> global arrays split over the data-parallel axes."""
+  return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, v.ndim),
+                                                    np.asarray(v))
+          for k, v in batch.items()}
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop saves at the next step boundary and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. inside a notebook worker)
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
+              file=sys.stdout, mininterval=1.0)
+
+
+def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
+          workdir: str) -> TrainResult:
+  """Runs (or resumes) `stage` to `stage.num_steps` and exports params to `workdir/params`."""
+  is_main = jax.process_index() == 0
+  optimizer, schedule = optim.make_optimizer(config.optim, stage.num_steps)
+  param_sh = sharding.param_shardings(model_cfg, mesh)
+  abstract_params = jax.eval_shape(lambda: transformer.init_params(model_cfg, jax.random.key(0)))
+  abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer, config.seed), abstract_params)
+  state_sh = TrainState(step=sharding.replicated(mesh), params=param_sh,
+                        opt_state=sharding.opt_state_shardings(abstract_state.opt_state, param_sh,
+                                                               mesh),
+                        rng=sharding.replicated(mesh))
+  ck = config.checkpoint
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=ck.every,
+                                 keep=ck.keep, async_save=ck.get("async_save", True))
+  start = ckpt.latest_step()
+  if start is not None:
+    state_like = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                              abstract_state, state_sh)
+    state = ckpt.restore(state_like, stage.train_iter, step=start)
+    print(f"[{stage.name}] resumed from step {start} in {workdir}", flush=True)
+  else:
+    params = stage.init_params(param_sh)
+    state = jax.jit(lambda p: init_state(p, optimizer, config.seed), out_shardings=state_sh)(params)
+    start = 0
+
+  grad_accum = config.optim.get("grad_accum", 1)
+  step_fn = jax.jit(make_train_step(stage.loss_fn, optimizer, stage.totals_fn, grad_accum,
+                                    schedule),
+                    in_shardings=(state_sh, None), out_shardings=(state_sh, None),
+                    donate_argnums=0)
+  eval_fn = jax.jit(make_eval_step(stage.loss_fn, stage.totals_fn))
+  logger = metrics_log.MetricsLogger(workdir, tensorboard=config.get("tensorboard", True))
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))
+  peak = metrics_log.peak_flops()
+  log_every = max(int(config.train.get("log_every", 10)), 1)
+  eval_every = int(config.train.get("eval_every", 0))
+  kill_after = int(config.train.get("kill_after_step", 0))  # fault injection for resume tests
+  last: dict[str, float] = {}
+  stopped = None
+  bar = _progress(stage.num_steps, start, stage.name, is_main and config.get("progress", True))
+  t_last, tokens_since = time.perf_counter(), 0
+  step = start
+  with _Preemption() as preempt:
+    while step < stage.num_steps:
+      try:
+        local = next(stage.train_iter)
+      except StopIteration:
+        stopped = "data exhausted"
+        print(f"[{stage.name}] data ran out at step {step} of {stage.num_steps}", flush=True)
+        break
+      tokens_since += stage.tokens_in_batch(local)
+      state, metrics = step_fn(state, to_global(local, mesh))
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      if not math.isfinite(metrics["loss"]):
+        ckpt.wait()
+        raise NonFiniteLossError(
+            f"[{stage.name}] loss is {metrics['loss']} at step {step + 1}; stopping. Params were "
+            f"not updated by that step; the last good checkpoint (step {ckpt.latest_step()}) is "
+            f"in {workdir}/checkpoints. Lower optim.lr, enable optim.grad_clip or check the data.")
+      step += 1
+      metrics["perplexity"] = math.exp(min(metrics.get("nll", metrics["loss"]), 50.0))
+      if step % log_every == 0 or step == stage.num_steps:
+        dt = time.perf_counter() - t_last
+        metrics["tokens_per_sec"] = tokens_since / max(dt, 1e-9)
+        if peak:
+          seq_len = int(np.asarray(local[next(iter(local))]).shape[-1])
+          flops = metrics_log.train_flops_per_token(n_params, model_cfg.n_layers, seq_len,
+                                                    model_cfg.q_dim)
+          metrics["mfu"] = metrics["tokens_per_sec"] * flops / (peak * jax.device_count())
+        t_last, tokens_since = time.perf_counter(), 0
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics.get('lr', 0):.2e}",
+                        tok_s=f"{metrics['tokens_per_sec']:.0f}")
+      logger.write(step, metrics, prefix="train/")
+      bar.update(1)
+      last = metrics
+      if eval_every and stage.eval_batches and (step % eval_every == 0 or
+                                                step == stage.num_steps):
+        logger.write(step, evaluate(eval_fn, state.params, stage.eval_batches(), mesh),
+                     prefix="eval/")
+      ckpt.save(step, state, stage.train_iter)
+      if preempt.requested:
+        ckpt.save(step, state, stage.train_iter, force=True)
+        ckpt.wait()
+        stopped = "preempted (SIGTERM): saved and exiting"
+        print(f"[{stage.name}] {stopped} at step {step}", flush=True)
+        break
+      if kill_after and step == kill_after:
+        ckpt.wait()
+        os._exit(17)  # simulated crash: no clean shutdown
+  bar.close()
+  if stopped is None or stopped == "data exhausted":
+    ckpt.save(step, state, stage.train_iter, force=True)
+  ckpt.close()
+  logger.close()
+  if stopped is None or stopped == "data exhausted":
+    checkpoint.save_params(workdir, state.params, model_cfg,
+                           extra={"stage": stage.name, "step": step})
+  return TrainResult(params=state.params, step=step, workdir=workdir, last_metrics=last,
+                     stopped_early=stopped)
+
+
+def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]],
+             mesh: Mesh) -> dict[str, float]:
+  """Token-weighted mean of each metric over the held-out batches."""
+  sums: dict[str, float] = {}
+  weight = 0.0
+  for local in batches:
+    w = float(np.asarray(local.get("loss_mask", np.ones(1))).sum()) or 1.0
+    metrics = jax.device_get(eval_fn(params, to_global(local, mesh)))
+    for k, v in metrics.items():
+      sums[k] = sums.get(k, 0.0) + float(v) * w
+    weight += w
+  out = {k: v / max(weight, 1e-9) for k, v in sums.items()}
+  if "loss" in out:
+    out["perplexity"] = math.exp(min(out.get("nll", out["loss"]), 50.0))
+  return out
+

@@ -1,0 +1,47 @@
+"""Defaults shared by every stage; stage files (cpt.py, sft.py, rl.py, eval.py) override them.
+
+Every field can be overridden from the command line, e.g.
+  python -m citrus_jax.main --config=configs/cpt.py:tiny --config.optim.lr=1e-3
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stage = "cpt"  # cpt | sft | rl | eval | pipeline | info
+  c.mode = "train"  # train | plan | inspect
+  c.workdir = "runs/default"
+  c.seed = 0
+  c.progress = True
+  c.tensorboard = True
+
+  # Model: a preset name (citrus_jax/model/config.py PRESETS) plus numerics overrides.
+  c.model = ml_collections.ConfigDict(dict(
+      preset="tiny", param_dtype="float32", compute_dtype="float32", scan_layers=True,
+      remat="none", vocab_size=0))  # vocab_size 0: the preset's (or the tokenizer's)
+  # Where the initial params come from: random (both empty), a citrus_jax params/run dir, or HF.
+  c.init = ml_collections.ConfigDict(dict(checkpoint="", hf_dir=""))
+  c.tokenizer = ml_collections.ConfigDict(dict(path=""))
+
+  # Mesh axes (data, fsdp, tensor); one -1 takes the remaining devices.
+  c.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))
+  # Multi-host: empty values mean auto-detect (TPU VM, SLURM) or single host.
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=0, process_id=-1))
+
+  c.data = ml_collections.ConfigDict(dict(
+      train_paths="", eval_paths="", format="jsonl", text_field="text", seq_len=256,
+      global_batch_size=8, shuffle=True, num_epochs=0, worker_count=0, on_error="raise",
+      eval_fraction=0.0, add_bos=True))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=3e-4, schedule="cosine", warmup_frac=0.05, warmup_steps=0, end_lr_frac=0.0,
+      b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1, decay_norms_and_biases=False,
+      grad_clip=1.0, grad_accum=1))
+
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=100, log_every=10, eval_every=0, eval_batches=4, z_loss=0.0,
+      kill_after_step=0))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3, async_save=True))
+  c.plan = ml_collections.ConfigDict(dict(topology="", batch_size=0))
+  return c
