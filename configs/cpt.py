@@ -1,0 +1,39 @@
+"""Continual pre-training (CPT) on domain text.
+
+  python -m citrus_jax.main --config=configs/cpt.py:tiny --config.data.train_paths=corpus.jsonl \
+      --config.tokenizer.path=tok.model
+Presets: tiny (tests), demo (laptop CPU), llama3_1_8b, llama3_1_70b, qwen2_5_7b, qwen2_5_72b.
+"""
+from configs import base
+
+# preset -> (model preset, mesh, seq_len, global batch, lr, steps, remat, dtype)
+_PRESETS = {
+    "tiny": ("tiny", (1, -1, 1), 64, 8, 1e-3, 20, "none", "float32"),
+    "demo": ("demo", (1, -1, 1), 256, 16, 1e-3, 400, "none", "float32"),
+    "llama3_2_1b": ("llama3_2_1b", (1, -1, 1), 4096, 256, 3e-5, 10000, "dots", "bfloat16"),
+    "llama3_1_8b": ("llama3_1_8b", (1, -1, 1), 8192, 512, 3e-5, 50000, "full", "bfloat16"),
+    "llama3_1_70b": ("llama3_1_70b", (1, -1, 8), 8192, 512, 1.5e-5, 50000, "full", "bfloat16"),
+    "qwen2_5_7b": ("qwen2_5_7b", (1, -1, 1), 8192, 512, 3e-5, 50000, "full", "bfloat16"),
+    "qwen2_5_72b": ("qwen2_5_72b", (1, -1, 8), 8192, 512, 1.5e-5, 50000, "full", "bfloat16"),
+}
+
+
+def get_config(preset: str = "tiny"):
+  preset = preset or "tiny"
+  if preset not in _PRESETS:
+    raise ValueError(f"configs/cpt.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
+  model, mesh, seq, batch, lr, steps, remat, dtype = _PRESETS[preset]
+  c = base.get_config()
+  c.stage = "cpt"
+  c.workdir = f"runs/cpt_{preset}"
+  c.model.preset = model
+  c.model.remat = remat
+  c.model.compute_dtype = dtype
+  c.mesh.shape = mesh
+  c.data.seq_len = seq
+  c.data.global_batch_size = batch
+  c.optim.lr = lr
+  c.optim.warmup_frac = 0.01
+  c.train.num_steps = steps
+  c.checkpoint.every = max(steps // 10, 10)
+  return c
