@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "protobuf==7.36.2",
     "tqdm",
+    "jinja2>=3.1",
     "matplotlib",
 ]
 
