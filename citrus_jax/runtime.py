@@ -19,7 +19,7 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field and the fix."""
 
 
-def _paths(value: Any) -> list[str]:
+def split_paths(value: Any) -> list[str]:
   if not value:
     return []
   if isinstance(value, (list, tuple)):
@@ -48,7 +48,7 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int | None = None
     accum = config.optim.get("grad_accum", 1)
     if (gbs // dp) % accum and gbs % accum:
       raise ConfigError(f"config.optim.grad_accum={accum} does not divide the batch of {gbs}")
-    for path in _paths(config.data.get("train_paths")):
+    for path in split_paths(config.data.get("train_paths")):
       if "://" not in path and not any(c in path for c in "*?[") and not os.path.exists(path):
         raise ConfigError(f"config.data.train_paths: {path} does not exist")
     if config.train.num_steps <= 0 and not config.data.get("num_epochs"):

@@ -30,9 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
       coordinator_address="", num_processes=0, process_id=-1))
 
   c.data = ml_collections.ConfigDict(dict(
-      train_paths="", eval_paths="", format="jsonl", text_field="text", seq_len=256,
+      train_paths="", eval_paths="", format="auto", text_field="text", seq_len=256,
       global_batch_size=8, shuffle=True, num_epochs=0, worker_count=0, on_error="raise",
-      eval_fraction=0.0, add_bos=True))
+      add_bos=True))  # format: auto | jsonl | text | tfds | hf
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-4, schedule="cosine", warmup_frac=0.05, warmup_steps=0, end_lr_frac=0.0,
