@@ -202,6 +202,15 @@ class SentencePieceTokenizer(Tokenizer):
     self.chat_format, self.chat_template = _pick_format(chat_template, chat_format, has_user,
                                                         model_file)
 
+  def __getstate__(self) -> dict:
+    # Grain worker processes receive a pickled copy; protobuf objects don't pickle, the path does.
+    return {"model_file": self.model_file, "chat_format": self.chat_format,
+            "chat_template": self.chat_template}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__init__(state["model_file"], chat_format=state["chat_format"],
+                  chat_template=state["chat_template"])
+
   @property
   def vocab_size(self) -> int:
     return self._sp.get_piece_size()

@@ -204,3 +204,14 @@ def test_load_tokenizer_dispatch_and_errors(sp_model, tmp_path):
     tk.train_sentencepiece([str(tmp_path / "missing.txt")], str(tmp_path / "m"), 300)
   with pytest.raises(ValueError, match="vocab_size=100000"):
     tk.train_sentencepiece([CORPUS], str(tmp_path / "m"), 100000)
+
+
+def test_sentencepiece_tokenizer_pickles_for_worker_processes(tmp_path):
+  import pickle
+  corpus = tmp_path / "c.txt"
+  corpus.write_text("fever and cough with chest pain\n" * 50 + "migraine with aura\n" * 50)
+  model = tk.train_sentencepiece([str(corpus)], str(tmp_path / "sp"), 300)
+  tok = tk.load_tokenizer(model)
+  clone = pickle.loads(pickle.dumps(tok))
+  text = "fever with aura <|eot_id|> 123"
+  assert clone.encode(text) == tok.encode(text) and clone.chat_format == tok.chat_format
