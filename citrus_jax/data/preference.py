@@ -1,0 +1,296 @@
+"""Preference pairs for RL (CPO+SimPO, DPO, ...): reading, tokenization, truncation, batches.
+
+Accepted records (JSONL, one per line, or a JSON list):
+- `{"prompt": str, "chosen": str, "rejected": str}`: the prompt becomes one user turn and each
+  response an assistant turn;
+- the Citrus / TRL-conversational form `{"chosen": [messages], "rejected": [messages]}`: the
+  prompt is every message before the final assistant message and must be identical on both
+  sides; an optional `"prompt": [messages]` is prepended to both.
+
+Tokenization (`tokenize_pair`): prompt = the chat template with the generation header
+(`chat.render(..., add_generation_prompt=True)`); response = the assistant content and its
+end-of-turn token, i.e. the trained tokens of the full rendered conversation after the prompt.
+The chat renderer decides BOS, as for SFT. Over-long pairs follow CITRUS.md (older TRL's rule,
+from when CPO/DPO had max_prompt_length): if prompt + longer response > max_length, keep the
+LAST max_prompt_length prompt tokens, then cut each response to its first
+max_length - max_prompt_length tokens.
+Differences from TRL 1.16's CPOTrainer (same ids for a Llama-3-instruct template without
+truncation; see tests): it no longer truncates prompts, only responses (to max_length -
+len(prompt), possibly to nothing, which then gives a NaN mean log-prob); and it appends
+tokenizer.eos_token to a response not ending in it, so with ChatML (a turn ends "<|im_end|>",
+newline) or a base Llama-3 tokenizer (EOS <|end_of_text|>) its responses get one more token:
+"Yes.<|im_end|>", newline, "<|im_end|>" where ours is "Yes.<|im_end|>" (checked, TRL 1.16).
+
+Batches (`make_batch`): numpy, fixed [B, T] shapes, T = max_length: for each side s in
+{chosen, rejected}: `s_inputs` (sequence[:-1]), `s_targets` (sequence[1:]), `s_loss_mask` (1 where
+the target is a response token), `s_positions`, `s_segment_ids` (1 real, 0 padding); plus
+`ref_chosen_logps`/`ref_rejected_logps` [B] when the pairs carry reference log-probs. Rows with
+empty masks are padding pairs (weight 0 in the losses).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+Messages = list[dict[str, str]]
+SIDES = ("chosen", "rejected")
+
+
+class PairError(ValueError):
+  """A record that cannot become a training pair; the message names file:line and field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+  prompt_ids: tuple[int, ...]
+  chosen_ids: tuple[int, ...]  # response tokens, end-of-turn included
+  rejected_ids: tuple[int, ...]
+  where: str = ""  # file:line of the record
+  truncated: bool = False
+  ref_chosen_logps: float | None = None
+  ref_rejected_logps: float | None = None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_records(path: str) -> Iterator[tuple[str, Any]]:
+  """(where, record) for every record of a .jsonl (blank lines skipped) or .json list file;
+  an unparsable line comes as a PairError record, raised by `split_record`."""
+  with open(path, encoding="utf-8") as f:
+    if path.endswith(".json"):
+      data = json.load(f)
+      if not isinstance(data, list):
+        raise PairError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+      for i, record in enumerate(data):
+        yield f"{path}:[{i}]", record
+      return
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{path}:{lineno}"
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:  # yielded, so on_error="skip" can go on reading
+        record = PairError(f"{where}: invalid JSON ({e.msg})")
+      yield where, record
+
+
+def _messages(value: Any, where: str, field: str) -> Messages:
+  if not isinstance(value, list) or not value:
+    raise PairError(f"{where}: field {field!r} must be a non-empty list of messages")
+  for i, m in enumerate(value):
+    if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)):
+      raise PairError(f"{where}: field {field!r}[{i}] must be {{'role': str, 'content': str}}")
+  return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _split_conversation(messages: Messages, where: str, field: str) -> tuple[Messages, str]:
+  last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+  if last is None:
+    raise PairError(f"{where}: field {field!r} has no assistant turn")
+  if last != len(messages) - 1:
+    raise PairError(f"{where}: field {field!r} continues after its last assistant turn")
+  return messages[:last], messages[last]["content"]
+
+
+def split_record(record: Any, where: str) -> tuple[Messages, str, str]:
+  """(prompt messages, chosen text, rejected text) of one record, validated."""
+  if isinstance(record, PairError):
+    raise record
+  if not isinstance(record, dict):
+    raise PairError(f"{where}: expected a JSON object, got {type(record).__name__}")
+  for field in SIDES:
+    if field not in record:
+      raise PairError(f"{where}: missing field {field!r}")
+  prompt, chosen, rejected = record.get("prompt"), record["chosen"], record["rejected"]
+  if isinstance(chosen, str) or isinstance(rejected, str):
+    if not (isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str)):
+      raise PairError(f"{where}: fields 'prompt', 'chosen', 'rejected' must all be strings "
+                      "(or chosen/rejected message lists)")
+    prompt_msgs: Messages = [{"role": "user", "content": prompt}]
+    if not prompt.strip():
+      raise PairError(f"{where}: field 'prompt' is empty")
+  else:
+    prefix = [] if prompt is None else _messages(prompt, where, "prompt")
+    prompt_c, chosen = _split_conversation(
+        prefix + _messages(chosen, where, "chosen"), where, "chosen")
+    prompt_r, rejected = _split_conversation(
+        prefix + _messages(rejected, where, "rejected"), where, "rejected")
+    if prompt_c != prompt_r:
+      raise PairError(f"{where}: the turns before the last assistant message differ between "
+                      "'chosen' and 'rejected'; a pair must share its prompt")
+    if not prompt_c:
+      raise PairError(f"{where}: field 'chosen' has no prompt turns before the assistant turn")
+    prompt_msgs = prompt_c
+  for field, text in (("chosen", chosen), ("rejected", rejected)):
+    if not text.strip():
+      raise PairError(f"{where}: field {field!r} is empty")
+  if chosen == rejected:
+    raise PairError(f"{where}: 'chosen' and 'rejected' are identical")
+  return prompt_msgs, chosen, rejected
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def truncate_pair(prompt: Sequence[int], chosen: Sequence[int], rejected: Sequence[int],
+                  max_length: int, max_prompt_length: int
+                  ) -> tuple[list[int], list[int], list[int], bool]:
+  """CITRUS.md's rule, as older TRL's tokenize_row did it (max_prompt_length, 'keep_end').
+
+  Both responses are cut whenever the LONGER one overflows, to max_length - max_prompt_length
+  even if the prompt came out shorter than max_prompt_length. Returns (p, c, r, truncated).
+  """
+  prompt, chosen, rejected = list(prompt), list(chosen), list(rejected)
+  longer = max(len(chosen), len(rejected))
+  if len(prompt) + longer <= max_length:
+    return prompt, chosen, rejected, False
+  prompt = prompt[-max_prompt_length:]
+  if len(prompt) + longer > max_length:
+    keep = max_length - max_prompt_length
+    chosen, rejected = chosen[:keep], rejected[:keep]
+  return prompt, chosen, rejected, True
+
+
+def _default_render() -> Callable[..., Any]:
+  from citrus_jax import chat  # imported late: the tokenizer stack is only needed here
+  return chat.render
+
+
+def _response_tokens(prompt_ids: list[int], full: Any, where: str, field: str) -> list[int]:
+  tokens, mask = list(full.tokens), list(full.assistant_mask)
+  if tokens[:len(prompt_ids)] != prompt_ids:
+    raise PairError(f"{where}: field {field!r}: the rendered prompt is not a prefix of the "
+                    "rendered conversation; the chat template is not prefix-stable")
+  trained = [i for i, m in enumerate(mask) if m and i >= len(prompt_ids)]
+  if not trained:
+    raise PairError(f"{where}: field {field!r} renders to no trained tokens")
+  return tokens[len(prompt_ids):trained[-1] + 1]
+
+
+def tokenize_pair(prompt: Messages, chosen: str, rejected: str, tokenizer: Any, *,
+                  max_length: int = 2048, max_prompt_length: int = 1800, where: str = "",
+                  render: Callable[..., Any] | None = None) -> PreferencePair:
+  """Token ids of one pair, truncated; raises PairError if a response ends up empty."""
+  if not 1 <= max_prompt_length <= max_length:
+    raise ValueError(f"need 1 <= max_prompt_length ({max_prompt_length}) <= max_length "
+                     f"({max_length})")
+  render = render or _default_render()
+  prompt_ids = list(render(prompt, tokenizer, add_generation_prompt=True).tokens)
+  responses = []
+  for field, text in (("chosen", chosen), ("rejected", rejected)):
+    full = render(prompt + [{"role": "assistant", "content": text}], tokenizer,
+                  add_generation_prompt=False)
+    responses.append(_response_tokens(prompt_ids, full, where, field))
+  p, c, r, truncated = truncate_pair(prompt_ids, responses[0], responses[1], max_length,
+                                     max_prompt_length)
+  if not c or not r:
+    raise PairError(f"{where}: a response is empty after truncation (prompt of "
+                    f"{len(prompt_ids)} tokens, max_length {max_length})")
+  if c == r:
+    raise PairError(f"{where}: 'chosen' and 'rejected' are identical after truncation")
+  return PreferencePair(tuple(p), tuple(c), tuple(r), where, truncated)
+
+
+def load_pairs(path: str, tokenizer: Any, *, max_length: int = 2048,
+               max_prompt_length: int = 1800, on_error: str = "raise",
+               render: Callable[..., Any] | None = None
+               ) -> tuple[list[PreferencePair], dict[str, Any]]:
+  """Read and tokenize every pair of a file. With on_error='skip', bad records are counted
+  (stats['skipped'], first messages in stats['errors']) instead of raised."""
+  if on_error not in ("raise", "skip"):
+    raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
+  pairs, errors = [], []
+  stats: dict[str, Any] = {"read": 0, "kept": 0, "skipped": 0, "truncated": 0}
+  for where, record in read_records(path):
+    stats["read"] += 1
+    try:
+      prompt, chosen, rejected = split_record(record, where)
+      pair = tokenize_pair(prompt, chosen, rejected, tokenizer, max_length=max_length,
+                           max_prompt_length=max_prompt_length, where=where, render=render)
+    except PairError as e:
+      if on_error == "raise":
+        raise
+      stats["skipped"] += 1
+      errors.append(str(e))
+      continue
+    pairs.append(pair)
+    stats["truncated"] += pair.truncated
+  stats["kept"] = len(pairs)
+  stats["errors"] = errors[:20]
+  return pairs, stats
+
+
+def attach_reference_logprobs(pairs: Sequence[PreferencePair], ref: np.ndarray
+                              ) -> list[PreferencePair]:
+  """Pairs carrying precomputed reference sums (rows of `train.preference.precompute_...`)."""
+  ref = np.asarray(ref)
+  if ref.ndim != 2 or ref.shape[1] != 2 or ref.shape[0] < len(pairs):
+    raise ValueError(f"reference log-probs of shape {ref.shape} for {len(pairs)} pairs")
+  return [dataclasses.replace(p, ref_chosen_logps=float(ref[i, 0]),
+                              ref_rejected_logps=float(ref[i, 1])) for i, p in enumerate(pairs)]
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def make_batch(pairs: Sequence[PreferencePair], seq_len: int,
+               batch_size: int | None = None) -> dict[str, np.ndarray]:
+  """Fixed-shape numpy batch; `batch_size` > len(pairs) adds padding pairs (empty masks)."""
+  B = len(pairs) if batch_size is None else batch_size
+  if B < len(pairs):
+    raise ValueError(f"{len(pairs)} pairs do not fit batch_size {B}")
+  batch: dict[str, np.ndarray] = {}
+  for side in SIDES:
+    for name in ("inputs", "targets", "loss_mask", "positions", "segment_ids"):
+      batch[f"{side}_{name}"] = np.zeros((B, seq_len), np.int32)
+  for i, pair in enumerate(pairs):
+    for side in SIDES:
+      response = getattr(pair, f"{side}_ids")
+      seq = np.asarray(pair.prompt_ids + response, np.int32)
+      n = len(seq) - 1
+      if n > seq_len:
+        raise ValueError(f"{pair.where}: {side} sequence of {len(seq)} tokens exceeds "
+                         f"seq_len {seq_len} + 1")
+      batch[f"{side}_inputs"][i, :n] = seq[:-1]
+      batch[f"{side}_targets"][i, :n] = seq[1:]
+      batch[f"{side}_loss_mask"][i, len(pair.prompt_ids) - 1:n] = 1
+      batch[f"{side}_positions"][i, :n] = np.arange(n)
+      batch[f"{side}_segment_ids"][i, :n] = 1
+  if pairs and pairs[0].ref_chosen_logps is not None:
+    for side in SIDES:
+      values = [getattr(p, f"ref_{side}_logps") for p in pairs]
+      if any(v is None for v in values):
+        raise ValueError("some pairs lack reference log-probs")
+      batch[f"ref_{side}_logps"] = np.zeros((B,), np.float32)
+      batch[f"ref_{side}_logps"][:len(pairs)] = values
+  return batch
+
+
+def iterate_batches(pairs: Sequence[PreferencePair], batch_size: int, seq_len: int, *,
+                    shuffle: bool = True, seed: int = 0, epochs: int = 1,
+                    drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """Seeded, reproducible epochs of batches; the last partial batch is padded unless dropped."""
+  for epoch in range(epochs):
+    order = np.arange(len(pairs))
+    if shuffle:
+      np.random.default_rng([seed, epoch]).shuffle(order)
+    for start in range(0, len(order), batch_size):
+      idx = order[start:start + batch_size]
+      if len(idx) < batch_size and drop_remainder:
+        break
+      yield make_batch([pairs[i] for i in idx], seq_len, batch_size)
+
+
+def summarize(stats: dict[str, Any]) -> str:
+  """One line for logs: counts and the most common skip reasons."""
+  reasons = collections.Counter(e.split(": ", 1)[-1] for e in stats.get("errors", []))
+  top = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
+  return (f"pairs read {stats['read']}, kept {stats['kept']}, skipped {stats['skipped']}, "
+          f"truncated {stats['truncated']}" + (f" ({top})" if top else ""))
