@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -61,6 +62,7 @@ class PreferencePair:
 def read_records(path: str) -> Iterator[tuple[str, Any]]:
   """(where, record) for every record of a .jsonl (blank lines skipped) or .json list file;
   an unparsable line comes as a PairError record, raised by `split_record`."""
+  path = os.fspath(path)
   with open(path, encoding="utf-8") as f:
     if path.endswith(".json"):
       data = json.load(f)
