@@ -50,8 +50,11 @@ def _curve(workdir):
 def test_cpt_crash_and_exact_resume(tmp_path, corpus):
   corpus_dir, model = corpus
   full, crashed = tmp_path / "full", tmp_path / "crashed"
-  out = _run(full, corpus_dir, model)
+  out = _run(full, corpus_dir, model, f"--config.data.eval_paths={corpus_dir / 'corpus.jsonl'}",
+             "--config.train.eval_every=4")
   assert out.stdout.strip().splitlines()[-1] == str(full)
+  evals = metrics_log.read_metrics(str(full / "metrics.jsonl"), "eval/")
+  assert sorted(evals) == [4, 8] and evals[8]["eval/loss"] < evals[4]["eval/loss"] + 0.5
   assert json.load(open(full / "config.json"))["stage"] == "cpt"
   # Crash hard right after step 5 (checkpoint at step 4 is the last complete one), then rerun.
   out = _run(crashed, corpus_dir, model, "--config.train.kill_after_step=5", check=False)

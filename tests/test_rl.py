@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from citrus_jax import sharding, tokenizer
+from citrus_jax import tokenizer
 from citrus_jax.data import preference as pref_data
 from citrus_jax.model import config as mc, transformer
 from citrus_jax.train import preference, rl

@@ -33,22 +33,21 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
   train_iter = pipeline.make_text_pipeline(
       runtime.split_paths(d.train_paths), tok, d.seq_len, d.global_batch_size,
       shuffle=d.get("shuffle", True), num_epochs=d.get("num_epochs", 0) or None, **common)
-  eval_batches = None
-  if d.get("eval_paths"):
-    n_eval = config.train.get("eval_batches", 4)
+  n_eval = config.train.get("eval_batches", 4)
 
-    def eval_batches():
-      it = pipeline.make_text_pipeline(runtime.split_paths(d.eval_paths), tok, d.seq_len,
-                                       d.global_batch_size, shuffle=False, num_epochs=1,
-                                       final_batch="pad", **common)
-      for i, batch in enumerate(it):
-        if i >= n_eval:
-          break
-        yield batch
+  def held_out_batches():
+    it = pipeline.make_text_pipeline(runtime.split_paths(d.eval_paths), tok, d.seq_len,
+                                     d.global_batch_size, shuffle=False, num_epochs=1,
+                                     final_batch="pad", **common)
+    for i, batch in enumerate(it):
+      if i >= n_eval:
+        break
+      yield batch
+
   return engine.Stage(name="cpt", loss_fn=losses.lm_loss_fn(cfg, config.train.get("z_loss", 0.0)),
                       train_iter=train_iter, num_steps=config.train.num_steps,
                       init_params=runtime.init_params_fn(config, cfg, mesh),
-                      eval_batches=eval_batches)
+                      eval_batches=held_out_batches if d.get("eval_paths") else None)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:

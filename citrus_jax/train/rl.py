@@ -7,8 +7,6 @@ initial params and cached in the run directory, so every step costs one policy f
 from __future__ import annotations
 
 import os
-from typing import Any
-
 import grain
 import jax
 import ml_collections

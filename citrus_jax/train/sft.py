@@ -1,0 +1,205 @@
+"""SFT: chat data, loss on assistant tokens only, run as a chain of stages on the shared engine.
+
+Stage i (an entry of `config.sft.stages`) runs in `<workdir>/<name>` and starts from stage
+i-1's exported params (the first from `config.init`). A stage whose params export exists is
+skipped, so a rerun resumes at the first unfinished stage, and that stage resumes from its own
+checkpoints. Before each stage the loss-mask audit of its data is printed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from citrus_jax import runtime
+from citrus_jax.data import sft as sft_data
+from citrus_jax.train import cpt, engine, losses
+
+STAGE_FIELDS = ("name", "train_paths", "eval_paths", "lr", "num_epochs", "num_steps")
+
+
+def stage_configs(config: ml_collections.ConfigDict, workdir: str
+                  ) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """(name, full config) per stage to run: stage overrides applied, workdir and init chained."""
+  stages = list(config.sft.stages)
+  if not stages:
+    raise runtime.ConfigError("config.sft.stages is empty; give at least one stage")
+  names = [s.get("name") for s in stages]
+  for i, s in enumerate(stages):
+    unknown = sorted(set(s.keys()) - set(STAGE_FIELDS))
+    if unknown:
+      raise runtime.ConfigError(f"config.sft.stages[{i}]: unknown fields {unknown}; "
+                                f"expected {STAGE_FIELDS}")
+    if not names[i] or "/" in names[i] or names.count(names[i]) > 1:
+      raise runtime.ConfigError(f"config.sft.stages[{i}].name={names[i]!r}: stage names must "
+                                "be unique, non-empty and without '/'")
+  select = runtime.split_paths(config.sft.get("select", ""))
+  missing = [n for n in select if n not in names]
+  if missing:
+    raise runtime.ConfigError(f"config.sft.select names unknown stages {missing}; stages: {names}")
+  out, prev = [], None
+  for i, s in enumerate(stages):
+    if select and s.name not in select:
+      continue
+    c = config.copy_and_resolve_references()
+    c.workdir = os.path.join(workdir, s.name)
+    c.data.train_paths = s.train_paths or config.data.train_paths
+    c.data.eval_paths = s.eval_paths or config.data.eval_paths
+    if not c.data.train_paths:
+      raise runtime.ConfigError(f"config.sft.stages[{i}].train_paths ({s.name}) is empty, and "
+                                "so is config.data.train_paths")
+    if s.lr is not None:
+      c.optim.lr = s.lr
+    if s.num_epochs is not None:
+      c.data.num_epochs = s.num_epochs
+    if s.num_steps is not None:
+      c.train.num_steps = s.num_steps
+    if prev is not None:
+      c.init.checkpoint, c.init.hf_dir = prev, ""
+    prev = c.workdir
+    out.append((s.name, c))
+  return out
+
+
+def is_complete(stage_dir: str) -> bool:
+  """A stage is done once the engine has exported its params (the next stage's start)."""
+  return (os.path.exists(os.path.join(stage_dir, "model_config.json"))
+          and os.path.exists(os.path.join(stage_dir, "params")))
+
+
+def load_data(config: ml_collections.ConfigDict, tok: Any, paths: Any, label: str
+              ) -> sft_data.SftData:
+  """Reads and tokenizes a stage's data and prints its loss-mask audit."""
+  d = config.data
+  if d.get("format", "auto") not in sft_data.KINDS:
+    raise runtime.ConfigError(f"config.data.format={d.format!r} is not an SFT format; expected "
+                              f"one of {sft_data.KINDS}")
+  data = sft_data.load_sft(runtime.split_paths(paths), tok, d.seq_len, kind=d.get("format", "auto"),
+                           split=config.sft.get("split", "train"),
+                           chat_format=config.sft.get("chat_format") or None,
+                           on_error=d.get("on_error", "raise"))
+  audit = data.audit.format().replace("\n", f"\n[{label}]   ")
+  print(f"[{label}] loss-mask audit of {paths}:\n[{label}]   {audit}", flush=True)
+  return data
+
+
+def resolve_steps(config: ml_collections.ConfigDict, data: sft_data.SftData, name: str
+                  ) -> tuple[int, int | None]:
+  """(num_steps, pipeline epochs): train.num_steps if > 0 (data repeats), else whole epochs."""
+  d = config.data
+  if config.train.num_steps > 0:
+    print(f"[{name}] {config.train.num_steps} steps (config.train.num_steps; the data repeats "
+          "as needed)", flush=True)
+    return int(config.train.num_steps), None
+  epochs = int(d.get("num_epochs", 0))
+  if epochs <= 0:
+    raise runtime.ConfigError(f"[{name}] set config.train.num_steps > 0 or "
+                              "config.data.num_epochs > 0")
+  steps = sft_data.count_batches(data, d.seq_len, d.global_batch_size, epochs,
+                                 pack=config.sft.get("pack", True), seed=config.seed,
+                                 shuffle=d.get("shuffle", True),
+                                 process_count=jax.process_count())
+  if steps <= 0:
+    raise runtime.ConfigError(
+        f"[{name}] {epochs} epoch(s) of {data.audit.examples} examples make no full batch of "
+        f"{d.global_batch_size} rows; lower config.data.global_batch_size or add data")
+  layout = "packed" if config.sft.get("pack", True) else "one example per row"
+  print(f"[{name}] {steps} steps = {epochs} epoch(s) in full batches of {d.global_batch_size} "
+        f"rows of {d.seq_len} tokens ({layout})", flush=True)
+  return steps, epochs
+
+
+def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any, name: str,
+                data: sft_data.SftData, num_steps: int, epochs: int | None,
+                eval_data: sft_data.SftData | None = None) -> engine.Stage:
+  d = config.data
+  common = dict(chat_format=config.sft.get("chat_format") or None,
+                pack=config.sft.get("pack", True), seed=config.seed,
+                worker_count=d.get("worker_count", 0))
+  train_iter = iter(sft_data.make_sft_dataset(
+      data, tok, d.seq_len, d.global_batch_size, shuffle=d.get("shuffle", True),
+      num_epochs=epochs, check_name=name, **common))
+  eval_batches = None
+  if eval_data is not None:
+    n_eval = config.train.get("eval_batches", 4)
+
+    def eval_batches():
+      it = sft_data.make_sft_dataset(eval_data, tok, d.seq_len, d.global_batch_size,
+                                     shuffle=False, num_epochs=1, final_batch="pad",
+                                     check_name=None, **common)
+      for i, batch in enumerate(it):
+        if i >= n_eval:
+          break
+        yield batch
+  return engine.Stage(name=name, loss_fn=losses.lm_loss_fn(cfg, config.train.get("z_loss", 0.0)),
+                      train_iter=train_iter, num_steps=num_steps,
+                      init_params=runtime.init_params_fn(config, cfg, mesh),
+                      eval_batches=eval_batches)
+
+
+def run_stage(config: ml_collections.ConfigDict, name: str, tok: Any) -> engine.TrainResult:
+  """One stage, from its resolved config (see `stage_configs`)."""
+  runtime.check_config(config)
+  data = load_data(config, tok, config.data.train_paths, name)
+  eval_data = (load_data(config, tok, config.data.eval_paths, f"{name} eval")
+               if config.data.get("eval_paths") else None)
+  num_steps, epochs = resolve_steps(config, data, name)
+  config.train.num_steps = num_steps  # recorded in the stage's config.json
+  init = config.init
+  print(f"[{name}] starts from "
+        + (f"the params in {init.checkpoint}" if init.get("checkpoint") else
+           f"the HF checkpoint {init.hf_dir}" if init.get("hf_dir") else "random init")
+        + f" (unless resuming in {config.workdir})", flush=True)
+  cfg = runtime.model_config_from(config, vocab_size=tok.vocab_size)
+  if cfg.vocab_size < tok.vocab_size:
+    raise runtime.ConfigError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tok.vocab_size}")
+  mesh = runtime.make_mesh(config)
+  runtime.save_resolved_config(config, config.workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(config.workdir, "data_audit.json"), "w") as f:
+      json.dump(data.audit.as_dict(), f, indent=2)
+  stage = build_stage(config, cfg, mesh, tok, name, data, num_steps, epochs, eval_data)
+  return engine.train(config, cfg, stage, mesh, config.workdir)
+
+
+def inspect(stages: list[tuple[str, ml_collections.ConfigDict]], tok: Any) -> None:
+  """Rendered examples with trained spans marked, the audit and the step count; no training."""
+  for name, c in stages:
+    data = load_data(c, tok, c.data.train_paths, name)
+    n = int(c.sft.get("inspect_examples", 3))
+    print(f"[{name}] first {min(n, data.audit.examples)} examples as trained (trained spans "
+          "marked):", flush=True)
+    print(sft_data.show_examples(data, tok, c.data.seq_len, n,
+                                 chat_format=c.sft.get("chat_format") or None), flush=True)
+    if c.train.num_steps > 0 or c.data.get("num_epochs", 0) > 0:
+      resolve_steps(c, data, name)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, engine.TrainResult | None]:
+  """Runs (or inspects) the SFT stages in order; returns each stage's result (None: skipped)."""
+  tok = cpt.load_tokenizer(config)
+  stages = stage_configs(config, workdir)
+  if config.get("mode", "train") == "inspect":
+    inspect(stages, tok)
+    return {}
+  results: dict[str, engine.TrainResult | None] = {}
+  for name, c in stages:
+    if is_complete(c.workdir):
+      print(f"[{name}] already complete ({c.workdir}/params), skipping", flush=True)
+      results[name] = None
+      continue
+    result = run_stage(c, name, tok)
+    results[name] = result
+    if result.stopped_early not in (None, "data exhausted"):
+      print(f"[{name}] stopped early ({result.stopped_early}); later stages not run", flush=True)
+      break
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    done = [{"name": n, "workdir": c.workdir, "complete": is_complete(c.workdir)}
+            for n, c in stages]
+    with open(os.path.join(workdir, "sft_stages.json"), "w") as f:
+      json.dump({"stages": done, "final": stages[-1][1].workdir}, f, indent=2)
+  return results
