@@ -1,0 +1,844 @@
+"""Seeded generator of the clinic demo world: CPT text, SFT-1/2/3, RL questions, dev/test MCQs.
+
+A TEACHING TOY, NOT CLINICAL GUIDANCE: everything is derived from the small condition table in
+clinic_conditions.py. One seed gives byte-identical files.
+
+A case is a condition plus a set of its findings, and it is decisive: the gold condition lists every
+finding, and every other condition of the table is ruled out by at least one of them. A finding
+rules a condition out when the condition does not list it, unless it is NONSPECIFIC (never rules
+out) or a normal result (rules out only conditions listing a contradicting abnormal result, see
+NORMAL_FINDINGS). A "unique" case holds a finding that rules out all of its rivals (the look-alikes
+it is built against); in a "shared" case every finding is also listed by some rival, so only the
+combination decides. Held-out cases (dev, test) are never reused by a training file, CPT case
+reports included. `cpt_only` conditions appear only in the CPT corpus and as gold
+answers of dev/test items (group "cpt_only"); no SFT or RL record names them or their own findings.
+"""
+import dataclasses
+import itertools
+import json
+import math
+import os
+import random
+import re
+from typing import Callable
+
+from citrus_jax.data.clinic_conditions import CONDITIONS
+from citrus_jax.data.clinic_conditions import Condition
+from citrus_jax.data.clinic_conditions import DEFAULT_CPT_ONLY
+from citrus_jax.data.clinic_conditions import FEMALE_FINDINGS
+from citrus_jax.data.clinic_conditions import NONSPECIFIC
+from citrus_jax.data.clinic_conditions import NORMAL_FINDINGS
+
+CATEGORIES = ("history", "symptoms", "signs", "tests")
+FILES = ("cpt", "sft1", "sft2", "sft3", "rl_questions", "dev", "test")
+DEFAULT_SIZES = {"cpt": 3000, "sft1": 1500, "sft2": 800, "sft3": 1500, "rl_questions": 300,
+                 "dev": 100, "test": 200}
+SHARED_FRACTION = 0.4  # dev/test items of group "shared_only"
+CPT_ONLY_FRACTION = 0.2  # dev/test items of group "cpt_only"
+MAX_CHARS = 1500  # soft cap on SFT-3/RL question + target (about 400 tokens of a 4k BPE)
+GROUPS = ("unique_finding", "shared_only", "cpt_only")
+MCQ_ASK = "Which of the following is the most likely diagnosis?"
+OPEN_ASKS = ("What is the most likely diagnosis?",
+             "What is the most likely diagnosis in this patient?",
+             "Which condition best explains this presentation?", "What is the diagnosis?")
+_EXAM_SENTENCES = {"an unremarkable physical examination": "Physical examination is unremarkable.",
+                   "a normal neurological examination": "The neurological examination is normal."}
+_EPONYMS = ("Graves", "Bell", "Crohn", "Guillain", "Henoch", "Addison", "Cushing", "Lyme",
+            "Hodgkin")
+
+
+def citrus_prompt(question: str) -> str:
+  """A Citrus-style stage-3 user prompt (the project's exact template lives in eval/prompts.py)."""
+  return ("You are tasked with addressing a medical examination question. Please carefully read "
+          "the question, provide a detailed thought process, and then present your final answer."
+          "\n\n"
+          f"<Question>\n{question}\n</Question>\n\nPlease answer in the format: <think> your "
+          "reasoning </think> <answer> your final answer </answer>")
+
+
+# ------------------------------------------------------------------------------------------ world
+@dataclasses.dataclass(frozen=True)
+class World:
+  conditions: dict[str, Condition]  # table order
+  category: dict[str, str]  # finding -> "history" | "symptoms" | "signs" | "tests"
+  having: dict[str, tuple[str, ...]]  # finding -> conditions that list it
+  excluders: dict[str, frozenset]  # condition -> findings that rule it out
+  cpt_only: tuple[str, ...]
+  ruled_out: dict[str, frozenset]  # finding -> conditions it rules out
+  leaks: tuple[str, ...] = ()  # lower-cased leak_terms(), filled by make_world
+
+  def clean(self, text: str) -> bool:
+    """True if `text` names no cpt_only condition (or alias) and none of their own findings."""
+    low = text.lower()
+    return not any(t in low and re.search(rf"(?<!\w){re.escape(t)}(?!\w)", low)
+                   for t in self.leaks)
+
+  def findings(self, name: str) -> tuple[str, ...]:
+    c = self.conditions[name]
+    return c.history + c.symptoms + c.signs + c.tests
+
+  def trainable(self) -> list[str]:
+    return [n for n in self.conditions if n not in self.cpt_only]
+
+  def rivals(self, name: str, *, train: bool) -> list[str]:
+    return [n for n in self.conditions[name].lookalikes if not (train and n in self.cpt_only)]
+
+
+def make_world(cpt_only=DEFAULT_CPT_ONLY, conditions=CONDITIONS) -> World:
+  """Indexes the table and checks it; errors name the condition and field."""
+  by_name, category, having = {}, {}, {}
+  for c in conditions:
+    where = f"clinic_conditions.py: condition {c.name!r}"
+    if c.name in by_name:
+      raise ValueError(f"{where}: duplicate name")
+    if c.age_unit not in ("year", "month", "week") or not 0 < c.age[0] <= c.age[1]:
+      raise ValueError(f"{where}: bad age {c.age} {c.age_unit}")
+    by_name[c.name] = c
+    for k in CATEGORIES:
+      for f in getattr(c, k):
+        if category.setdefault(f, k) != k:
+          raise ValueError(f"{where}: field {k!r}: finding {f!r} is already listed as "
+                           f"{category[f]!r}")
+        having.setdefault(f, []).append(c.name)
+    if "an unremarkable physical examination" in c.signs and len(c.signs) > 1:
+      raise ValueError(f"{where}: field 'signs': an unremarkable examination must be the only sign")
+  for c in conditions:
+    where = f"clinic_conditions.py: condition {c.name!r}: field 'lookalikes'"
+    bad = [n for n in c.lookalikes if n not in by_name or n == c.name]
+    if bad or len(c.lookalikes) < 3:
+      raise ValueError(f"{where}: needs >= 3 other conditions of the table, bad: {bad}")
+  for name in cpt_only:
+    if name not in by_name:
+      raise ValueError(f"cpt_only: {name!r} is not a condition of the table")
+  for f in NONSPECIFIC | FEMALE_FINDINGS | set(NORMAL_FINDINGS):
+    if f not in category:
+      raise ValueError(f"clinic_conditions.py: NONSPECIFIC/FEMALE_FINDINGS/NORMAL_FINDINGS: "
+                       f"unknown finding {f!r}")
+  signs = {f for f, k in category.items() if k == "signs" and f not in NORMAL_FINDINGS}
+  contradicts = {f: signs if v is None else set(v) for f, v in NORMAL_FINDINGS.items()}
+  excluders = {}
+  for c in conditions:
+    own = set(c.history + c.symptoms + c.signs + c.tests)
+    for f in own & set(contradicts):
+      if own & contradicts[f]:
+        raise ValueError(f"clinic_conditions.py: condition {c.name!r}: {f!r} contradicts "
+                         f"{sorted(own & contradicts[f])}")
+    excluders[c.name] = frozenset(f for f in category if f not in own and f not in NONSPECIFIC and
+                                  (f not in contradicts or own & contradicts[f]))
+  ruled_out = {f: frozenset(n for n in by_name if f in excluders[n]) for f in category}
+  world = World(by_name, category, {f: tuple(v) for f, v in having.items()}, excluders,
+                tuple(cpt_only), ruled_out)
+  world = dataclasses.replace(world, leaks=tuple(t.lower() for t in leak_terms(world)))
+  for name in world.trainable():
+    if len(world.rivals(name, train=True)) < 3:
+      raise ValueError(f"cpt_only={cpt_only}: {name!r} keeps fewer than 3 trainable look-alikes")
+  return world
+
+
+def consistent(world: World, findings) -> list[str]:
+  """Conditions that no finding rules out (see `World.excluders`)."""
+  out = set().union(*(world.ruled_out[f] for f in findings))
+  return [n for n in world.conditions if n not in out]
+
+
+def leak_terms(world: World) -> list[str]:
+  """Names, aliases and own findings of the cpt_only conditions: none may appear in SFT/RL data.
+
+  A finding counts as their own when only cpt_only conditions list it and it is not part of a
+  longer finding of a trainable condition ("elevated troponin" vs "a mildly elevated troponin").
+  """
+  held = set(world.cpt_only)
+  trainable = [f for f, names in world.having.items() if not set(names) <= held]
+  terms = []
+  for name in world.cpt_only:
+    terms += [name, *world.conditions[name].aliases]
+    terms += [f for f in world.findings(name) if set(world.having[f]) <= held and
+              not any(f.lower() in g.lower() for g in trainable)]
+  return terms
+
+
+# ------------------------------------------------------------------------------------------ cases
+@dataclasses.dataclass(frozen=True)
+class Case:
+  condition: str
+  findings: tuple[str, ...]  # table order
+  rivals: tuple[str, ...]  # the look-alikes it is built to rule out
+  mode: str  # "unique" or "shared"
+
+  @property
+  def key(self) -> tuple[str, frozenset]:
+    return (self.condition, frozenset(self.findings))
+
+
+def sample_case(world: World, rng: random.Random, name: str, rivals, mode: str,
+                tries: int = 20) -> Case | None:
+  """A decisive case of `name` against `rivals` (see the module docstring), or None."""
+  own = world.findings(name)
+  listed = set().union(*(world.findings(r) for r in rivals))
+  pool = [f for f in own if mode == "unique" or f in listed]
+  unique = [f for f in pool if all(f in world.excluders[r] for r in rivals)]
+  if mode == "unique" and not unique:
+    return None
+  for _ in range(tries):
+    chosen = [rng.choice(unique)] if mode == "unique" else []
+    order = list(rivals)
+    rng.shuffle(order)
+    for r in order:  # every rival must be ruled out by some finding
+      if not world.excluders[r].intersection(chosen):
+        options = [f for f in pool if f in world.excluders[r] and f not in chosen]
+        if not options:
+          break
+        chosen.append(rng.choice(options))
+    else:
+      extra = [f for f in pool if f not in chosen]
+      rng.shuffle(extra)
+      complaints = [f for f in extra if world.category[f] == "symptoms" and f not in NONSPECIFIC]
+      if complaints and not any(world.category[f] == "symptoms" and f not in NONSPECIFIC
+                                for f in chosen):
+        chosen.append(complaints[0])  # a real chief complaint
+      chosen += [f for f in extra if f not in chosen][:max(0, rng.randint(4, 6) - len(chosen))]
+      for f in extra:  # at least three specific findings, so the case has substance
+        if sum(x not in NONSPECIFIC for x in chosen) >= 3:
+          break
+        if f not in chosen and f not in NONSPECIFIC:
+          chosen.append(f)
+      for other in consistent(world, chosen):  # rule out the rest of the table too
+        if other != name and not world.excluders[other].intersection(chosen):
+          options = [f for f in pool if f in world.excluders[other]]
+          if options:
+            chosen.append(rng.choice(options))
+      specific = sum(f not in NONSPECIFIC for f in chosen)
+      if consistent(world, chosen) == [name] and specific >= 3 and len(chosen) <= 7:
+        return Case(name, tuple(f for f in own if f in chosen), tuple(rivals), mode)
+  return None
+
+
+def draw_case(world: World, rng: random.Random, name: str, mode: str, *, train: bool,
+              n_rivals: int = 3, avoid=frozenset(), prefer_new=frozenset(), tries: int = 12):
+  """A case of `name` whose key is not in `avoid`, new to `prefer_new` when possible."""
+  pool, fallback = world.rivals(name, train=train), None
+  for _ in range(tries):
+    case = sample_case(world, rng, name, rng.sample(pool, min(n_rivals, len(pool))), mode, tries=4)
+    if case is None or case.key in avoid:
+      continue
+    if case.key not in prefer_new:
+      return case
+    fallback = fallback or case
+  return fallback
+
+
+# ------------------------------------------------------------------------------------------ text
+def _join(items) -> str:
+  """"a, b and c"; with an Oxford comma when an item has its own "and"."""
+  items = list(items)
+  if len(items) == 1:
+    return items[0]
+  if not any(" and " in x for x in items):
+    return ", ".join(items[:-1]) + " and " + items[-1]
+  return f"{items[0]}, along with {items[1]}" if len(items) == 2 else \
+      ", ".join(items[:-1]) + ", and " + items[-1]
+
+
+def mid(name: str) -> str:
+  """A condition name as written mid-sentence."""
+  return name if name.startswith(_EPONYMS) or name[1:2].isupper() else name[0].lower() + name[1:]
+
+
+def _cap(text: str) -> str:
+  return text[0].upper() + text[1:]
+
+
+@dataclasses.dataclass(frozen=True)
+class Patient:
+  age: int
+  unit: str
+  female: bool
+
+  def describe(self) -> str:
+    article = "an" if str(self.age).startswith("8") or self.age in (11, 18) else "a"
+    child = self.unit != "year" or self.age < 18
+    noun = ("girl" if child else "woman") if self.female else ("boy" if child else "man")
+    return f"{article} {self.age}-{self.unit}-old {noun}"
+
+  @property
+  def child(self) -> bool:
+    return self.unit != "year" or self.age < 13
+
+
+def make_patient(world: World, case: Case, rng: random.Random, others=()) -> Patient:
+  c = world.conditions[case.condition]
+  lo, hi = c.age
+  female_only = c.sex == "female" or any(f in FEMALE_FINDINGS for f in case.findings)
+  if female_only and c.age_unit == "year":
+    lo, hi = max(lo, 14), max(min(hi, 48), max(lo, 14))
+  if female_only or c.sex == "male":
+    female = female_only
+  elif any(world.conditions[o].sex == "female" for o in others):
+    female = rng.random() < 0.8  # so sex alone rarely rules out a female-only look-alike
+  else:
+    female = rng.random() < 0.5
+  return Patient(rng.randint(lo, hi), c.age_unit, female)
+
+
+def render_vignette(world: World, case: Case, patient: Patient, rng: random.Random) -> str:
+  """The case as a short clinical vignette, without the question sentence."""
+  by = {k: [f for f in case.findings if world.category[f] == k] for k in CATEGORIES}
+  for v in by.values():
+    rng.shuffle(v)
+  who = _cap(patient.describe())
+  pos = "her" if patient.female else "his"
+  if by["symptoms"] and patient.child:
+    opener = rng.choice([f"{who} is brought in by {pos} parents with {{}}.",
+                         f"{who} is brought to the emergency department with {{}}."])
+  elif by["symptoms"]:
+    opener = rng.choice([f"{who} presents with {{}}.", f"{who} reports {{}}.",
+                         f"{who} comes to the clinic because of {{}}.",
+                         f"{who} is seen in the emergency department with {{}}."])
+  else:
+    opener = rng.choice([f"{who} is evaluated.", f"{who} attends for assessment."])
+  parts = [opener.format(_join(by["symptoms"])) if by["symptoms"] else opener]
+  templates = {"history": ("History is notable for {}.", "Relevant history includes {}."),
+               "signs": ("On examination there is {}.", "Examination shows {}.",
+                         "Examination reveals {}."),
+               "tests": ("Investigations show {}.", "Work-up reveals {}.", "Tests show {}.")}
+  for k in ("history", "signs", "tests"):
+    normal_exam = [f for f in by[k] if f in _EXAM_SENTENCES]
+    rest = [f for f in by[k] if f not in _EXAM_SENTENCES]
+    if rest:
+      parts.append(rng.choice(templates[k]).format(_join(rest)))
+    parts += [_EXAM_SENTENCES[f] for f in normal_exam]
+  return " ".join(parts)
+
+
+def _telling(world: World, findings, rng: random.Random) -> str:
+  """One of the two most telling findings: abnormal before normal, history last, then rarest."""
+  def kind(f):
+    return (f in NORMAL_FINDINGS, world.category[f] == "history")
+  ranked = sorted(findings, key=lambda f: (kind(f), len(world.having[f])))
+  return rng.choice([f for f in ranked[:2] if kind(f) == kind(ranked[0])])
+
+
+def reasoning(world: World, case: Case, patient: Patient, rng: random.Random,
+              note_p: float = 0.2) -> str:
+  """An expert-pathway chain: collect findings, list a differential, eliminate, conclude."""
+  gold, facts = case.condition, list(case.findings)
+  shared = {r: sorted((f for f in facts if f in world.findings(r)), key=lambda f: f in NONSPECIFIC)
+            for r in case.rivals}
+  lines = [rng.choice(["Let me collect the key facts first.", "First, the facts of the case.",
+                       "Let me organise what we know."]),
+           f"The patient is {patient.describe()} with {_join(facts)}."]
+  candidates = [*case.rivals, gold]
+  rng.shuffle(candidates)
+  names = _join(mid(c) for c in candidates)
+  lines.append(rng.choice([f"These findings could fit several conditions: {names}.",
+                           f"The differential includes {names}.",
+                           f"Candidates to consider: {names}.",
+                           f"Which conditions share this picture? {_cap(names)} come to mind."]))
+  first = None
+  if rng.random() < 0.35:
+    first = max(case.rivals, key=lambda r: (sum(f not in NONSPECIFIC for f in shared[r]),
+                                            len(shared[r])))
+    if shared[first]:
+      lines.append(f"My first thought is {mid(first)}, because of {_join(shared[first][:2])}.")
+      candidates.remove(first)
+      candidates.insert(0, first)
+    else:
+      first = None
+  for c in candidates:
+    if c == gold:
+      lines.append(_gold_line(world, case, rng))
+      continue
+    f = _telling(world, [x for x in facts if x in world.excluders[c]], rng)
+    s, m = shared[c][:2], mid(c)
+    if c == first:
+      line = f"Wait, {f} does not fit {m}, so I should set it aside."
+    elif s and rng.random() < 0.6:
+      line = rng.choice([f"{_cap(m)} would explain {_join(s)}, but {f} does not fit it, so it is "
+                         "unlikely.", f"Could it be {m}? It shares {_join(s)} with this picture. "
+                         f"Wait, {f} argues against {m}, so it is less likely."])
+    elif f in NORMAL_FINDINGS:
+      line = rng.choice([f"What about {m}? {_cap(f)} makes it unlikely.",
+                         f"{_cap(m)}? {_cap(f)} argues against it."])
+    else:
+      line = rng.choice([f"What about {m}? It does not typically cause {f}, so it is less likely.",
+                         f"Alternatively, {m}. However, {f} would be unusual in {m}.",
+                         f"{_cap(m)}? {_cap(f)} argues against it."])
+    note = world.conditions[gold].lookalikes[c]
+    if rng.random() < note_p and world.clean(note):
+      line += " " + note
+    lines.append(line)
+  lines.append(rng.choice(["Hence, the most likely diagnosis is {}.", "Putting it together, this "
+                           "is {}.", "So the diagnosis is {}.", "Therefore, {} is the best "
+                           "explanation."]).format(mid(gold)))
+  return "\n".join(lines)
+
+
+def _gold_line(world: World, case: Case, rng: random.Random) -> str:
+  m = mid(case.condition)
+  if case.mode == "unique":
+    u = _telling(world, [f for f in case.findings
+                         if all(f in world.excluders[r] for r in case.rivals)], rng)
+    if u in NORMAL_FINDINGS:
+      return f"{_cap(m)} fits everything, and {u} rules out the alternatives."
+    return rng.choice([f"{_cap(m)} explains all of the findings, and {u} is characteristic of it.",
+                       f"{_cap(m)} fits everything; in particular, {u} points specifically to it."])
+  order = sorted(rng.sample(case.findings, len(case.findings)), key=lambda f: f in NONSPECIFIC)
+  f, r = next((f, r) for f in order for r in case.rivals if f in world.findings(r))
+  return (f"{_cap(m)} is consistent with every finding. None of them is specific on its own "
+          f"({f} is also seen in {mid(r)}), but only {m} accounts for the whole combination.")
+
+
+def cot_target(think: str, answer: str) -> str:
+  return f"<think>\n{think}\n</think>\n<answer>\n{answer}\n</answer>"
+
+
+def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[[str], str],
+              *, item_id: str, max_chars: int = MAX_CHARS) -> dict:
+  """An SFT-3 / RL record: open question, gold name, Citrus prompt and expert-pathway target.
+
+  Renders up to three surface forms and keeps the first with question + target <= max_chars
+  (else the shortest), so examples fit a short context.
+  """
+  drafts = []
+  for _ in range(3):
+    patient = make_patient(world, case, rng, case.rivals)
+    question = f"{render_vignette(world, case, patient, rng)} {rng.choice(OPEN_ASKS)}"
+    drafts.append((question, cot_target(reasoning(world, case, patient, rng), case.condition)))
+    if len(drafts[-1][0]) + len(drafts[-1][1]) <= max_chars:
+      break
+  question, target = min(drafts, key=lambda d: len(d[0]) + len(d[1]))
+  return {"id": item_id, "question": question, "answer": case.condition,
+          "input": prompt_fn(question), "target": target, "mode": case.mode,
+          "findings": list(case.findings), "rivals": list(case.rivals)}
+
+
+def mcq_item(world: World, case: Case, rng: random.Random, *, item_id: str, group: str) -> dict:
+  """A MedQA-layout item; the options are the gold and its rivals, gold letter uniform."""
+  patient = make_patient(world, case, rng, case.rivals)
+  options = list(case.rivals)
+  rng.shuffle(options)
+  gold_pos = rng.randrange(len(options) + 1)
+  options.insert(gold_pos, case.condition)
+  letters = "ABCDEFGHIJ"[:len(options)]
+  return {"id": item_id, "question": f"{render_vignette(world, case, patient, rng)} {MCQ_ASK}",
+          "options": dict(zip(letters, options)), "answer_idx": letters[gold_pos],
+          "answer": case.condition, "meta_info": "clinic_world", "group": group,
+          "mode": case.mode, "findings": list(case.findings)}
+
+
+# ------------------------------------------------------------------------------------------ splits
+def _cycle(rng: random.Random, names):
+  """Endless round-robin over `names` in a seeded order."""
+  names = list(names)
+  rng.shuffle(names)
+  return itertools.cycle(names)
+
+
+def held_out_items(world: World, rng: random.Random, n: int, split: str, used: set) -> list[dict]:
+  """Dev/test MCQs: cpt_only, shared_only and unique_finding groups; adds their keys to `used`."""
+  n_cpt = round(n * CPT_ONLY_FRACTION) if world.cpt_only else 0
+  n_shared = math.ceil(n * SHARED_FRACTION)
+  plan = [("cpt_only", n_cpt, world.cpt_only), ("shared_only", n_shared, world.trainable()),
+          ("unique_finding", n - n_cpt - n_shared, world.trainable())]
+  items = []
+  for group, count, names in plan:
+    names_it, misses = _cycle(rng, names), 0
+    while count > 0:
+      name = next(names_it)
+      modes = {"shared_only": ["shared"], "unique_finding": ["unique"]}.get(
+          group, rng.choice([["shared", "unique"], ["unique"]]))
+      case = None
+      for mode in modes:
+        case = case or draw_case(world, rng, name, mode, train=False, avoid=used)
+      if case is None:
+        misses += 1
+        if misses > 50 * len(names):
+          raise RuntimeError(f"{split}: cannot find {count} more new {group} cases")
+        continue
+      used.add(case.key)
+      items.append(mcq_item(world, case, rng, item_id="", group=group))
+      count -= 1
+  rng.shuffle(items)
+  for i, item in enumerate(items):
+    item["id"] = f"{split}-{i:04d}"
+  return items
+
+
+def train_cases(world: World, rng: random.Random, n: int, held_out: set, seen: set,
+                shared_p: float = 0.6) -> list[Case]:
+  """Training cases over the trainable conditions; shared-only with prob. shared_p if possible."""
+  cases, names = [], _cycle(rng, world.trainable())
+  for _ in range(n):
+    name = next(names)
+    case = None
+    for mode in (["shared", "unique"] if rng.random() < shared_p else ["unique"]):
+      case = case or draw_case(world, rng, name, mode, train=True, avoid=held_out,
+                               prefer_new=seen)
+    if case is None:
+      raise RuntimeError(f"no training case for {name!r}")
+    seen.add(case.key)
+    cases.append(case)
+  return cases
+
+
+def rl_item(world: World, case: Case, rng: random.Random, prompt_fn, *, item_id: str) -> dict:
+  """A rejection-sampling question: the open record plus the MCQ options to verify answers."""
+  item = open_item(world, case, rng, prompt_fn, item_id=item_id)
+  mcq = mcq_item(world, case, rng, item_id=item_id, group="")
+  item.update(options=mcq["options"], answer_idx=mcq["answer_idx"])
+  item["group"] = "shared_only" if case.mode == "shared" else "unique_finding"
+  return item
+
+
+# ------------------------------------------------------------------------------------------ CPT
+def _some(rng: random.Random, items, low: int = 1) -> list:
+  items = list(items)
+  return rng.sample(items, rng.randint(min(low, len(items)), len(items))) if items else []
+
+
+def _population(c: Condition) -> str:
+  unit = c.age_unit + "s"
+  who = {"female": "women"}.get(c.sex, "people")
+  if c.age_unit != "year":
+    who = "infants"
+  elif c.age[1] <= 15:
+    who = "children"
+  return f"{who} aged {c.age[0]} to {c.age[1]} {unit}"
+
+
+def textbook_doc(world: World, rng: random.Random, name: str) -> str:
+  c = world.conditions[name]
+  intro = rng.choice([f"{name} is {c.summary}.", f"Overview. {name} is {c.summary}."])
+  intro += " " + rng.choice(["It typically affects {}.", "It is most often seen in {}."]).format(
+      _population(c))
+  sections = []
+  if c.symptoms:
+    sections.append(rng.choice(["Patients usually report {}.", "Typical symptoms include {}.",
+                                "The usual presentation is with {}."]).format(
+                                    _join(_some(rng, c.symptoms, 2))))
+  if c.history:
+    sections.append(rng.choice(["Relevant history includes {}.", "Risk factors include {}."])
+                    .format(_join(_some(rng, c.history))))
+  if c.signs:
+    sections.append(rng.choice(["Examination may show {}.", "Signs include {}."]).format(
+        _join(_some(rng, c.signs))))
+  if c.tests:
+    sections.append(rng.choice(["Investigations show {}.", "The diagnosis is supported by {}."])
+                    .format(_join(_some(rng, c.tests))))
+  rivals = list(c.lookalikes)
+  sections.append(rng.choice(["It must be distinguished from {}.", "The differential diagnosis "
+                              "includes {}."]).format(_join(mid(r) for r in rivals)) + " " +
+                  " ".join(c.lookalikes[r] for r in rng.sample(rivals, rng.randint(1, 2))))
+  sections.append(rng.choice(["Management: {}.", "First-line treatment: {}."]).format(
+      "; ".join(_some(rng, c.management, 2))))
+  body = [s for s in sections if rng.random() < 0.85] or sections[:1]
+  title = rng.choice([f"{name}\n\n", f"{name}. ", ""])
+  return title + " ".join([intro] + body)
+
+
+def case_report_doc(world: World, rng: random.Random, case: Case) -> str:
+  c, patient = world.conditions[case.condition], make_patient(world, case, rng, case.rivals)
+  parts = [rng.choice(["Case report.", "Clinical case.", "Case:"]),
+           render_vignette(world, case, patient, rng)]
+  for r in rng.sample(case.rivals, rng.randint(1, 2)):
+    f = _telling(world, [x for x in case.findings if x in world.excluders[r]], rng)
+    parts.append(f"{_cap(mid(r))} was considered, but {f} did not fit.")
+  parts.append(rng.choice(["The diagnosis was {}.", "A diagnosis of {} was made.",
+                           "The final diagnosis was {}."]).format(mid(case.condition)))
+  parts.append(f"Treatment: {c.management[0]}. " + rng.choice(
+      ["The patient recovered well.", "Symptoms improved over the following days.",
+       "Follow-up was arranged."]))
+  return " ".join(parts)
+
+
+def compare_doc(world: World, rng: random.Random, name: str, other: str) -> str:
+  shared = [f for f in world.findings(name) if f in world.findings(other)]
+  own = [f for f in world.findings(name) if f in world.excluders[other]]
+  theirs = [f for f in world.findings(other) if f in world.excluders[name]]
+  parts = [f"{name} versus {mid(other)}."]
+  parts.append(f"Both can present with {_join(shared)}." if shared else
+               "They share few typical features.")
+  if own:
+    parts.append(f"Pointing to {mid(name)}: {_join(_some(rng, own)[:4])}.")
+  if theirs:
+    parts.append(f"Pointing to {mid(other)}: {_join(_some(rng, theirs)[:4])}.")
+  parts.append(world.conditions[name].lookalikes[other])
+  return " ".join(parts)
+
+
+def finding_doc(world: World, rng: random.Random, finding: str) -> str:
+  names = world.having[finding]
+  if len(names) == 1:
+    others = [f for f in world.findings(names[0]) if f != finding]
+    return (f"{_cap(finding)} is a characteristic finding of {mid(names[0])}. Other features of "
+            f"{mid(names[0])} include {_join(_some(rng, others)[:4])}.")
+  parts = [f"{_cap(finding)} is seen in several conditions: {_join(mid(n) for n in names)}."]
+  for n in rng.sample(names, min(4, len(names))):
+    others = [f for f in world.findings(n) if f != finding]
+    parts.append(f"In {mid(n)} it comes with {_join(rng.sample(others, min(2, len(others))))}.")
+  return " ".join(parts)
+
+
+def cpt_docs(world: World, rng: random.Random, n: int, held_out: set) -> list[dict]:
+  """Textbook paragraphs, case reports, comparisons and finding notes over ALL conditions."""
+  names, findings, docs = _cycle(rng, world.conditions), sorted(world.having), []
+  while len(docs) < n:
+    name, kind = next(names), rng.random()
+    if kind < 0.35:
+      text = textbook_doc(world, rng, name)
+    elif kind < 0.7:
+      mode = rng.choice(["shared", "unique"])
+      case = (draw_case(world, rng, name, mode, train=False, avoid=held_out) or
+              draw_case(world, rng, name, "unique", train=False, avoid=held_out))
+      text = case_report_doc(world, rng, case)
+    elif kind < 0.85:
+      text = compare_doc(world, rng, name, rng.choice(list(world.conditions[name].lookalikes)))
+    else:
+      text = finding_doc(world, rng, rng.choice(findings))
+    docs.append({"text": text})
+  return docs
+
+
+# ------------------------------------------------------------------------------------------ SFT-1/2
+def _listing(rng: random.Random, items) -> str:
+  items = list(items)
+  if rng.random() < 0.3:
+    return "\n".join(f"- {x}" for x in items)
+  return _join(items) + "."
+
+
+def sft1_record(world: World, rng: random.Random, name: str) -> tuple[str, str, str] | None:
+  """(task, instruction, response) of a general instruction about a trainable condition."""
+  c, m = world.conditions[name], mid(name)
+  rivals = world.rivals(name, train=True)
+  task = rng.choice(["symptoms", "signs", "tests", "history", "treatment", "define", "specialty",
+                     "lookalikes", "tell_apart", "which_condition", "is_typical", "format"])
+  if task in ("symptoms", "signs", "tests", "history"):
+    items = getattr(c, task)
+    if not items:
+      return None
+    ask = {"symptoms": ["What are the typical symptoms of {}?", "List the main symptoms of {}."],
+           "signs": ["What examination findings are typical of {}?",
+                     "Which signs would you look for in {}?"],
+           "tests": ["Which investigation results support a diagnosis of {}?",
+                     "What do the tests show in {}?"],
+           "history": ["Which history or risk factors point towards {}?",
+                       "What risk factors are associated with {}?"]}[task]
+    lead = {"symptoms": "Typical symptoms of {} are:",
+            "signs": "Examination in {} typically shows:",
+            "tests": "Results that support {} are:",
+            "history": "History pointing to {} includes:"}
+    return task, rng.choice(ask).format(m), f"{lead[task].format(m)} {_listing(rng, items)}"
+  if task == "treatment":
+    steps = "\n".join(f"{i + 1}. {_cap(x)}" for i, x in enumerate(c.management))
+    ask = rng.choice(["List first-line treatments for {}.", "How is {} managed?"]).format(m)
+    return task, ask, steps
+  if task == "define":
+    ask = rng.choice(["What is {}?", "Define {}.", "Briefly describe {}."]).format(m)
+    return task, ask, f"{name} is {c.summary}."
+  if task == "specialty":
+    return task, f"Which specialty usually manages {m}?", f"{name} belongs to {c.specialty}."
+  if task == "lookalikes":
+    return task, rng.choice(["Which conditions can mimic {}?", "What is the differential diagnosis "
+                             "of {}?"]).format(m), f"Conditions that can look like {m} include " \
+        f"{_join(mid(r) for r in rivals)}."
+  if task == "tell_apart":
+    r = rng.choice(rivals)
+    return task, rng.choice([f"How can {m} be told apart from {mid(r)}?",
+                             f"What distinguishes {mid(r)} from {m}?"]), c.lookalikes[r]
+  if task == "which_condition":
+    own = [f for f in world.findings(name) if world.having[f] == (name,)
+           and f not in NONSPECIFIC and f not in NORMAL_FINDINGS]
+    if not own:
+      return None
+    f = rng.choice(own)
+    return task, rng.choice([f"Which condition is suggested by {f}?",
+                             f"{_cap(f)} is a classic clue to which condition?"]), \
+        f"{_cap(f)} suggests {m}."
+  if task == "is_typical":
+    if rng.random() < 0.5:
+      f = rng.choice(world.findings(name))
+      return task, f"Is {f} a typical feature of {m}?", \
+          f"Yes. {_cap(f)} is a typical feature of {m}."
+    r = rng.choice(rivals)
+    options = [f for f in world.findings(r)
+               if f in world.excluders[name] and f not in NORMAL_FINDINGS]
+    if not options:
+      return None
+    f = rng.choice(options)
+    where = [mid(n) for n in world.having[f] if n not in world.cpt_only][:3]
+    return task, f"Is {f} a typical feature of {m}?", \
+        f"No. {_cap(f)} is not a typical feature of {m}; it suggests {_join(where)}."
+  items = _some(rng, world.findings(name), 3)[:5]  # "format": general instruction following
+  kind = rng.randrange(3)
+  if kind == 0:
+    return task, f"Rewrite these findings as one sentence: {'; '.join(items)}.", \
+        f"The patient has {_join(items)}."
+  if kind == 1:
+    return task, f"How many findings are in this list? {'; '.join(items)}.", \
+        f"There are {len(items)} findings."
+  return task, f"Sort these findings alphabetically: {'; '.join(items)}.", \
+      "\n".join(f"- {x}" for x in sorted(items, key=str.lower))
+
+
+def sft2_record(world: World, rng: random.Random, name: str, held_out: set):
+  """(task, instruction, response) of a multi-step instruction about a trainable condition."""
+  c, m = world.conditions[name], mid(name)
+  task = rng.choice(["compare", "differential", "plan", "sort", "json", "rank"])
+  if task in ("compare", "sort"):
+    r = rng.choice(world.rivals(name, train=True))
+    shared = [f for f in world.findings(name) if f in world.findings(r)]
+    own = [f for f in world.findings(name) if f in world.excluders[r]]
+    theirs = [f for f in world.findings(r) if f in world.excluders[name]]
+    if not (own and theirs):
+      return None
+    if task == "compare":
+      answer = (f"Shared features: {_join(shared) if shared else 'few typical features'}.\n"
+                f"Pointing to {m}: {_join(own[:5])}.\nPointing to {mid(r)}: {_join(theirs[:5])}.\n"
+                f"Key distinction: {c.lookalikes[r]}")
+      ask = rng.choice([f"Compare {m} and {mid(r)}: what do they share, and which features point "
+                        "to each?", f"Contrast {m} with {mid(r)} in three parts: shared features, "
+                        "features of each, and the key distinction."])
+      return task, ask, answer
+    a, b, s = rng.sample(own, min(3, len(own))), rng.sample(theirs, min(3, len(theirs))), shared[:2]
+    mixed = a + b + s
+    rng.shuffle(mixed)
+    answer = f"Support {m}: {_join(a)}.\nPoint to {mid(r)}: {_join(b)}."
+    answer += f"\nSeen in both: {_join(s)}." if s else ""
+    return task, f"Which of these findings support {m} and which point to {mid(r)} instead? " \
+        f"{'; '.join(mixed)}.", answer
+  if task == "plan":
+    abnormal = [f for f in c.tests + c.signs if f not in NORMAL_FINDINGS]
+    confirm = _join(abnormal[:2] or c.symptoms[:2])
+    return task, (f"A patient has just been diagnosed with {m}. In three numbered steps, say what "
+                  "confirms it, the first-line treatment, and how you would explain the "
+                  "condition."), \
+        (f"1. Confirm: look for {confirm}.\n2. Treat: {'; '.join(c.management[:2])}.\n"
+         f"3. Explain: {name} is {c.summary}.")
+  if task == "json":
+    obj = {"condition": name, "symptoms": list(c.symptoms), "first_line": c.management[0]}
+    return task, (f"Give a JSON object with keys \"condition\", \"symptoms\" and "
+                  f"\"first_line\" for {m}."), json.dumps(obj)
+  case = draw_case(world, rng, name, rng.choice(["shared", "unique"]), train=True, n_rivals=2,
+                   avoid=held_out) or draw_case(world, rng, name, "unique", train=True,
+                                                n_rivals=2, avoid=held_out)
+  if case is None:
+    return None
+  who = make_patient(world, case, rng, case.rivals).describe()
+  facts = _join(case.findings)
+  if task == "rank":
+    def score(n):
+      return sum(f in world.findings(n) for f in case.findings)
+    order = sorted([name, *case.rivals], key=lambda n: -score(n))
+    shown = [name, *case.rivals]
+    rng.shuffle(shown)
+    lines = [f"{i + 1}. {n}: explains {score(n)} of {len(case.findings)} findings."
+             for i, n in enumerate(order)]
+    return task, (f"Rank {_join(mid(n) for n in shown)} by how well they explain these findings in "
+                  f"{who}: {facts}."), "\n".join(lines)
+  lines = [f"1. {name}: explains all of the findings."]
+  for i, r in enumerate(case.rivals):
+    s = [f for f in case.findings if f in world.findings(r)][:2]
+    f = _telling(world, [x for x in case.findings if x in world.excluders[r]], rng)
+    lines.append(f"{i + 2}. {r}: " + (f"shares {_join(s)} but " if s else "is a look-alike but ")
+                 + f"does not explain {f}.")
+  tests = [t for t in c.tests if t not in case.findings and t not in NORMAL_FINDINGS]
+  best = [t for t in tests if all(t in world.excluders[r] for r in case.rivals)]
+  if not (best or tests):
+    return None
+  lines.append(f"Test: {rng.choice(best or tests)} would support {m} over the others.")
+  return "differential", (f"{_cap(who)} has {facts}. List three differential diagnoses and one "
+                          "test to distinguish them."), "\n".join(lines)
+
+
+def _records(world: World, rng: random.Random, n: int, make, label: str) -> list[dict]:
+  out, seen, names_it = [], set(), _cycle(rng, world.trainable())
+  for _ in range(60 * n):
+    if len(out) == n:
+      return out
+    rec = make(next(names_it))
+    if rec and rec[1] not in seen and world.clean(rec[1] + " " + rec[2]):
+      seen.add(rec[1])
+      out.append({"input": rec[1], "target": rec[2], "task": rec[0]})
+  raise RuntimeError(f"{label}: only {len(out)} distinct records of {n} requested")
+
+
+# ------------------------------------------------------------------------------------------ build
+def _check_no_leak(world: World, label: str, records: list[dict]) -> None:
+  for i, rec in enumerate(records):
+    if not world.clean(json.dumps(rec, ensure_ascii=False)):
+      raise RuntimeError(f"{label}.jsonl record {i}: mentions a cpt_only condition or its findings")
+
+
+def generate(*, seed: int = 0, sizes: dict | None = None, cpt_only=None,
+             prompt_fn: Callable[[str], str] | None = None) -> dict:
+  """All records of the world in memory: {file name: [records]} plus "world_stats"."""
+  unknown = set(sizes or {}) - set(DEFAULT_SIZES)
+  if unknown:
+    raise ValueError(f"sizes: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_SIZES)}")
+  sizes = {**DEFAULT_SIZES, **(sizes or {})}
+  world = make_world(DEFAULT_CPT_ONLY if cpt_only is None else tuple(cpt_only))
+  prompt_fn = prompt_fn or citrus_prompt
+
+  def rng(part):
+    return random.Random(f"clinic_world/{seed}/{part}")
+
+  held, seen = set(), set()
+  out = {"test": held_out_items(world, rng("test"), sizes["test"], "test", held)}
+  out["dev"] = held_out_items(world, rng("dev"), sizes["dev"], "dev", held)
+  r = rng("rl")
+  out["rl_questions"] = [rl_item(world, c, r, prompt_fn, item_id=f"rl-{i:04d}") for i, c in
+                         enumerate(train_cases(world, r, sizes["rl_questions"], held, seen))]
+  r = rng("sft3")
+  out["sft3"] = [open_item(world, c, r, prompt_fn, item_id=f"sft3-{i:04d}") for i, c in
+                 enumerate(train_cases(world, r, sizes["sft3"], held, seen))]
+  out["cpt"] = cpt_docs(world, rng("cpt"), sizes["cpt"], held)
+  r = rng("sft1")
+  out["sft1"] = _records(world, r, sizes["sft1"], lambda n: sft1_record(world, r, n), "sft1")
+  r = rng("sft2")
+  out["sft2"] = _records(world, r, sizes["sft2"], lambda n: sft2_record(world, r, n, held), "sft2")
+  for label in ("sft1", "sft2", "sft3", "rl_questions"):
+    _check_no_leak(world, label, out[label])
+  out["world_stats"] = _stats(world, out, seed, sizes)
+  return out
+
+
+def _stats(world: World, out: dict, seed: int, sizes: dict) -> dict:
+  def count(items, key):
+    values = sorted({x[key] for x in items})
+    return {v: sum(x[key] == v for x in items) for v in values}
+
+  lengths = [len(x["question"]) + len(x["target"]) for x in out["sft3"]]
+  cpt_text = " ".join(d["text"] for d in out["cpt"]).lower()
+  return {
+      "seed": seed, "sizes": sizes, "n_conditions": len(world.conditions),
+      "cpt_only": list(world.cpt_only),
+      "records": {k: len(v) for k, v in out.items()},
+      "test_groups": count(out["test"], "group"), "dev_groups": count(out["dev"], "group"),
+      "test_answer_idx": count(out["test"], "answer_idx"),
+      "rl_groups": count(out["rl_questions"], "group"), "sft3_modes": count(out["sft3"], "mode"),
+      "sft1_tasks": count(out["sft1"], "task"), "sft2_tasks": count(out["sft2"], "task"),
+      "sft3_question_plus_target_chars": {"mean": round(sum(lengths) / max(1, len(lengths)), 1),
+                                          "max": max(lengths, default=0)},
+      "distinct_train_cases": len({(x["answer"], frozenset(x["findings"]))
+                                   for x in out["sft3"] + out["rl_questions"]}),
+      "cpt_only_mentions_in_cpt": {n: cpt_text.count(n.lower()) for n in world.cpt_only},
+  }
+
+
+def build_world(out_dir: str, *, seed: int = 0, sizes: dict | None = None, cpt_only=None,
+                prompt_fn: Callable[[str], str] | None = None) -> dict[str, str]:
+  """Writes the world's JSONL files and world_stats.json under out_dir; returns their paths."""
+  data = generate(seed=seed, sizes=sizes, cpt_only=cpt_only, prompt_fn=prompt_fn)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {}
+  for name in FILES:
+    paths[name] = os.path.join(out_dir, f"{name}.jsonl")
+    with open(paths[name], "w", encoding="utf-8") as f:
+      for rec in data[name]:
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+  paths["world_stats"] = os.path.join(out_dir, "world_stats.json")
+  with open(paths["world_stats"], "w", encoding="utf-8") as f:
+    json.dump(data["world_stats"], f, indent=2, sort_keys=True)
+    f.write("\n")
+  return paths
