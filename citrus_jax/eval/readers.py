@@ -153,8 +153,14 @@ def read_medqa(path: str, issues: Issues, *, source: str = "medqa") -> Iterator[
     if isinstance(gold, str) and gold in opts and isinstance(obj.get("answer"), str):
       if opts[gold].strip() != obj["answer"].strip():
         issues.warnings["answer_text_mismatch"] += 1
-    yield Raw(line=line, id=f"{idx:05d}", question=obj.get("question"), options=options,
-              gold=gold, source=source, meta={"meta_info": obj.get("meta_info")},
+    # MedQA files have no ids (the row index is used); files in this layout that carry an "id"
+    # (e.g. the demo world's) keep it, and any "group" label rides along in meta.
+    item_id = str(obj["id"]) if obj.get("id") not in (None, "") else f"{idx:05d}"
+    meta = {"meta_info": obj.get("meta_info")}
+    if "group" in obj:
+      meta["group"] = obj["group"]
+    yield Raw(line=line, id=item_id, question=obj.get("question"), options=options,
+              gold=gold, source=source, meta=meta,
               fields={"gold": "answer_idx", "options": "options", "question": "question"})
 
 
