@@ -1,0 +1,505 @@
+"""Medical MCQ evaluation: generate and extract, score option log-likelihoods, or score
+predictions made elsewhere; per-item JSONL files, summary.json and a printed table.
+
+  python -m citrus_jax.main --config=configs/eval.py --config.eval.benchmarks=medqa \
+      --config.eval.data_paths=phrases_no_exclude_test.jsonl --config.init.hf_dir=/ckpt/model
+
+Modes (config.eval.mode): "generate" (Citrus or letter prompt through the chat template, greedy or
+seeded sampling, answer extracted by eval/extract.py), "loglik" (eval/loglik.py, for base/CPT
+models), "both", and "prompts" (write each item's chat messages for an external generator, no
+model). With config.eval.predictions the outputs come from a JSONL file instead of a model.
+Options are shuffled exactly as benchmarks.load_benchmark does (JMED by default, seeded by item
+id), so ids match between a "prompts" export, an external run, and the scoring of its outputs.
+
+Output directory: <workdir>/eval_<YYYYmmdd-HHMMSS> (fresh per run), or workdir itself with
+config.eval.timestamped=False. It holds <benchmark>.jsonl (one record per item), summary.json and
+config.json. Summary per benchmark: n, n_correct, n_answered, n_no_answer, acc = correct / n,
+valid_acc = correct / answered (unmapped answers count as no answer), and under "loglik": acc and
+acc_norm; "macro_avg" averages them over benchmarks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+
+from citrus_jax import chat, runtime
+from citrus_jax.eval import benchmarks, extract, loglik, prompts
+from citrus_jax.model.config import ModelConfig
+
+PROMPTS = ("citrus", "letter")
+MODES = ("generate", "loglik", "both", "prompts")
+_SPLIT_WORDS = {"train", "dev", "val", "validation"}  # data_dir scans skip these files
+
+
+# ------------------------------------------------------------------------------------------------
+# Prompts
+
+
+def item_messages(item: Any, prompt: str = "citrus") -> list[dict[str, str]]:
+  """Citrus: persona + Citrus user prompt with options; letter: question, options, instruction."""
+  if prompt == "citrus":
+    return prompts.citrus_messages(item)
+  if prompt == "letter":
+    return prompts.letter_messages(item)
+  raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, desc=desc, disable=not enabled or jax.process_index() != 0,
+              dynamic_ncols=True, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring and summaries
+
+
+def _base_record(item: Any, benchmark: str) -> dict:
+  return {"id": item.id, "benchmark": benchmark, "source": item.source, "gold": item.gold,
+          "options": item.options}
+
+
+def output_record(item: Any, output: str | None, benchmark: str = "", **extra: Any) -> dict:
+  """A generation record: the raw output, its extracted span, predicted letter, correctness."""
+  s = extract.score(output, item)
+  return {**_base_record(item, benchmark), "output": output, "span": s["span"],
+          "pred": s["pred"], "correct": bool(s["correct"]), **extra}
+
+
+def summarize(records: Sequence[dict]) -> dict:
+  """Per-benchmark numbers from its records (the same numbers a recount of the JSONL gives)."""
+  out: dict[str, Any] = {"n": len(records)}
+  gen = [r for r in records if "output" in r]
+  if gen:
+    s = extract.summarize(gen)
+    out.update(n_correct=s["correct"], n_answered=s["answered"], n_no_answer=s["no_answer"],
+               acc=s["acc"], valid_acc=s["valid_acc"],
+               n_truncated=sum(bool(r.get("truncated")) for r in gen),
+               n_length=sum(r.get("finish_reason") == "length" for r in gen))
+    if any("missing" in r for r in gen):
+      out["n_missing"] = sum(bool(r.get("missing")) for r in gen)
+  ll = [r["loglik"] for r in records if "loglik" in r]
+  if ll:
+    out["loglik"] = loglik.summarize(ll)
+  return out
+
+
+def macro_average(per_benchmark: dict[str, dict]) -> dict:
+  def mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else None
+  gen = [s for s in per_benchmark.values() if "acc" in s]
+  ll = [s["loglik"] for s in per_benchmark.values() if "loglik" in s]
+  out = {"n_benchmarks": len(per_benchmark)}
+  if gen:
+    out.update(acc=mean(s["acc"] for s in gen), valid_acc=mean(s["valid_acc"] for s in gen))
+  if ll:
+    out["loglik"] = {"acc": mean(s["acc"] for s in ll), "acc_norm": mean(s["acc_norm"] for s in ll)}
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation
+
+
+def _seed(seed: int, batch: int) -> int:
+  return (seed * 1_000_003 + batch) % (2**31 - 1)
+
+
+def generate_outputs(params: Any, cfg: ModelConfig, tok: Any, prompt_ids: Sequence[list[int]], *,
+                     max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                     top_k: int = 0, seed: int = 0, batch_size: int = 8,
+                     mesh: jax.sharding.Mesh | None = None,
+                     on_batch: Callable[[int], None] | None = None) -> list[dict]:
+  """[{"output", "n_new_tokens", "finish_reason", "truncated"}] in the order of `prompt_ids`.
+
+  Prompts are sorted by length (longest first) into batches of `batch_size` to limit padding;
+  batch k samples with a seed derived from (seed, k), so a run is reproducible for the same items,
+  batch size and seed. A prompt longer than cfg.max_seq_len - max_new_tokens keeps its last
+  tokens (counted as truncated).
+  """
+  from citrus_jax.infer import sampler
+  room = cfg.max_seq_len - max_new_tokens
+  if room < 1:
+    raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
+                     f"cfg.max_seq_len={cfg.max_seq_len}")
+  ids = [list(p)[-room:] for p in prompt_ids]
+  truncated = [len(p) > room for p in prompt_ids]
+  stop = tuple(tok.stop_ids) or None
+  pad = tok.pad_id if tok.pad_id is not None else (tok.eos_id or 0)
+  if mesh is not None:
+    from citrus_jax import sharding
+    params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
+  order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+  out: list[dict | None] = [None] * len(ids)
+  for k, b in enumerate(range(0, len(order), batch_size)):
+    idx = order[b:b + batch_size]
+    res = sampler.generate(params, cfg, [ids[i] for i in idx], max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, top_k=top_k,
+                           seed=_seed(seed, k), stop_ids=stop, pad_id=pad, mesh=mesh)
+    for r, i in enumerate(idx):
+      toks = res.tokens[r]
+      out[i] = {"output": tok.decode([t for t in toks if t not in (stop or ())]),
+                "n_prompt_tokens": len(ids[i]), "n_new_tokens": len(toks),
+                "finish_reason": res.finish_reason[r], "truncated": truncated[i]}
+    if on_batch is not None:
+      on_batch(len(idx))
+  return out  # type: ignore[return-value]
+
+
+def evaluate_items(params: Any, cfg: ModelConfig, tok: Any, items: Sequence[Any], *,
+                   prompt: str = "citrus", mode: str = "generate", max_new_tokens: int = 512,
+                   temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
+                   batch_size: int = 8, mesh: jax.sharding.Mesh | None = None,
+                   loglik_form: str = "text", chat_format: str | None = None,
+                   benchmark: str = "", progress: bool = False) -> tuple[list[dict], dict]:
+  """(one record per item, summary) for MCQItems; mode: generate | loglik | both."""
+  if mode not in ("generate", "loglik", "both"):
+    raise ValueError(f"mode must be generate, loglik or both, got {mode!r}")
+  if tok.vocab_size > cfg.vocab_size:
+    raise ValueError(f"tokenizer vocab {tok.vocab_size} > model vocab {cfg.vocab_size}")
+  records = [_base_record(item, benchmark) for item in items]
+  if mode in ("generate", "both"):
+    rendered = [chat.render(item_messages(item, prompt), tok, add_generation_prompt=True,
+                            fmt=chat_format or None) for item in items]
+    with _progress(len(items), f"{benchmark or 'eval'} generate", progress) as bar:
+      gens = generate_outputs(params, cfg, tok, [r.tokens for r in rendered],
+                              max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_p=top_p, top_k=top_k, seed=seed, batch_size=batch_size,
+                              mesh=mesh, on_batch=bar.update)
+    for rec, item, r, g in zip(records, items, rendered, gens):
+      rec.update(output_record(item, g["output"], benchmark, prompt=r.text,
+                               **{k: v for k, v in g.items() if k != "output"}))
+  if mode in ("loglik", "both"):
+    n_pairs = sum(len(item.options) for item in items)
+    with _progress(n_pairs, f"{benchmark or 'eval'} loglik", progress) as bar:
+      ll = loglik.score_items(params, cfg, tok, items, form=loglik_form,
+                              batch_size=batch_size, mesh=mesh, on_batch=bar.update)
+    for rec, r in zip(records, ll):
+      rec["loglik"] = r
+  return records, summarize(records)
+
+
+# ------------------------------------------------------------------------------------------------
+# Predictions made elsewhere
+
+
+def read_predictions(paths: Sequence[str], keys: Sequence[str], on_error: str = "raise"
+                     ) -> tuple[dict[str, dict[str, tuple[str, str | None]]], dict[str, int]]:
+  """{benchmark key: {item id: (where, output)}} and counts of skipped lines per reason.
+
+  A line is {"id", "output", optional "benchmark"}. Without "benchmark", a line belongs to the
+  only benchmark, or to the benchmark at the same position as its file when there are as many
+  files as benchmarks. Duplicates and bad lines raise a ValueError naming file:line, or with
+  on_error="skip" are counted (the first of duplicates is kept).
+  """
+  preds: dict[str, dict[str, tuple[str, str | None]]] = {k: {} for k in keys}
+  skipped: dict[str, int] = {}
+
+  def bad(where: str, field: str, reason: str, msg: str) -> None:
+    if on_error != "skip":
+      raise ValueError(f"{where}: field '{field}': {msg}")
+    skipped[reason] = skipped.get(reason, 0) + 1
+
+  for f_idx, path in enumerate(paths):
+    default = keys[0] if len(keys) == 1 else keys[f_idx] if len(paths) == len(keys) else None
+    with open(path, encoding="utf-8-sig") as f:
+      for line_no, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        where = f"{path}:{line_no}"
+        try:
+          obj = json.loads(line)
+        except json.JSONDecodeError as e:
+          bad(where, "<json>", "bad_json", f"invalid JSON ({e.msg} at column {e.colno})")
+          continue
+        if not isinstance(obj, dict):
+          bad(where, "<json>", "bad_json", f"expected an object, got {type(obj).__name__}")
+          continue
+        key = obj.get("benchmark", default)
+        if key is None:
+          bad(where, "benchmark", "no_benchmark", f"needed when scoring several benchmarks "
+              f"({', '.join(keys)}) from {len(paths)} file(s)")
+          continue
+        if key not in preds:
+          bad(where, "benchmark", "unknown_benchmark",
+              f"{key!r} is not among the evaluated benchmarks ({', '.join(keys)})")
+          continue
+        item_id, output = obj.get("id"), obj.get("output")
+        if not isinstance(item_id, (str, int)) or isinstance(item_id, bool) or item_id == "":
+          bad(where, "id", "bad_id", f"missing or not a string: {item_id!r}")
+          continue
+        if output is not None and not isinstance(output, str):
+          bad(where, "output", "bad_output", f"must be a string or null, got "
+              f"{type(output).__name__}")
+          continue
+        item_id = str(item_id)
+        if item_id in preds[key]:
+          bad(where, "id", "duplicate_id", f"duplicate id {item_id!r} for {key} (first at "
+              f"{preds[key][item_id][0]})")
+          continue
+        preds[key][item_id] = (where, output)
+  return preds, skipped
+
+
+def score_predictions(data: dict[str, Any], paths: Sequence[str], on_error: str = "raise"
+                      ) -> tuple[dict[str, list[dict]], dict]:
+  """Records per benchmark from predictions files, matched to the items by id.
+
+  Unknown ids raise (file:line), as do items without a prediction, unless on_error="skip": then
+  unknown ids are counted and missing items are scored as no answer (record "missing": true).
+  """
+  preds, skipped = read_predictions(paths, list(data), on_error)
+  out, unknown = {}, 0
+  for key, bench in data.items():
+    items = {it.id: it for it in bench.items}
+    for item_id, (where, _) in preds[key].items():
+      if item_id not in items:
+        if on_error != "skip":
+          raise ValueError(f"{where}: field 'id': unknown id {item_id!r} for benchmark {key} "
+                           f"({bench.path}, {len(items)} items)")
+        unknown += 1
+    missing = [i for i in items if i not in preds[key]]
+    if missing and on_error != "skip":
+      raise ValueError(f"{', '.join(paths)}: no prediction for {len(missing)} of {len(items)} "
+                       f"{key} items (first ids: {', '.join(missing[:5])}); set "
+                       "config.eval.on_error=skip to score them as no answer")
+    out[key] = [output_record(it, preds[key].get(it.id, (None, None))[1], key,
+                              missing=it.id not in preds[key],
+                              where=preds[key].get(it.id, (None,))[0])
+                for it in bench.items]
+  return out, {"skipped_lines": skipped, "unknown_ids": unknown}
+
+
+# ------------------------------------------------------------------------------------------------
+# Benchmark files
+
+
+def _is_split_file(path: str) -> bool:
+  return bool(_SPLIT_WORDS & set(re.split(r"[^a-z0-9]+", os.path.basename(path).lower())))
+
+
+def _matches(requested: str, detected: str) -> bool:
+  if requested == detected:
+    return True
+  if requested == "mmlu":
+    return detected.startswith("mmlu_") and not detected.startswith("mmlu_pro")
+  return requested == "medbullets" and detected.startswith("medbullets_")
+
+
+def resolve_benchmarks(ev: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """(registry name, file) pairs from eval.benchmarks with eval.data_paths or eval.data_dir."""
+  names = runtime.split_paths(ev.benchmarks)
+  paths = runtime.split_paths(ev.data_paths)
+  if paths and ev.data_dir:
+    raise runtime.ConfigError("set config.eval.data_paths or config.eval.data_dir, not both")
+  if paths:
+    names = names or ["auto"]
+    if names == ["auto"]:
+      names = names * len(paths)
+    if len(names) != len(paths):
+      raise runtime.ConfigError(f"config.eval.benchmarks names {len(names)} benchmarks but "
+                                f"config.eval.data_paths {len(paths)} files; give one per file")
+    pairs = []
+    for name, path in zip(names, paths):
+      if not os.path.exists(path):
+        raise runtime.ConfigError(f"config.eval.data_paths: {path} does not exist")
+      if name == "auto":
+        name = benchmarks.detect_benchmark(path)
+        if name is None:
+          raise runtime.ConfigError(f"config.eval.data_paths: cannot tell which benchmark {path} "
+                                    "holds; name it in config.eval.benchmarks")
+      elif name not in benchmarks.BENCHMARKS:
+        raise runtime.ConfigError(f"config.eval.benchmarks: unknown {name!r}; known: "
+                                  f"{', '.join(sorted(benchmarks.BENCHMARKS))}")
+      pairs.append((name, path))
+    return pairs
+  if not ev.data_dir:
+    raise runtime.ConfigError("set config.eval.data_paths (with config.eval.benchmarks) or "
+                              "config.eval.data_dir")
+  if not os.path.isdir(ev.data_dir):
+    raise runtime.ConfigError(f"config.eval.data_dir: {ev.data_dir} is not a directory")
+  found = []
+  for root, dirs, files in os.walk(ev.data_dir):
+    dirs.sort()
+    for fname in sorted(files):
+      path = os.path.join(root, fname)
+      detected = benchmarks.detect_benchmark(path)
+      if detected is None or _is_split_file(path):
+        continue
+      found.append((detected, path))
+      if detected == "pubmedqa" and os.path.exists(os.path.join(root, "test_ground_truth.json")):
+        found.append(("pubmedqa_test", path))
+  if not names:
+    return [(n, p) for n, p in found if n != "pubmedqa_test"]
+  pairs = []
+  for name in names:
+    hits = [(d if name != "unified" else name, p) for d, p in found if _matches(name, d)]
+    if not hits:
+      raise runtime.ConfigError(f"config.eval.benchmarks: no {name} file found under "
+                                f"{ev.data_dir} (detected: "
+                                f"{', '.join(sorted({d for d, _ in found})) or 'nothing'})")
+    pairs += hits
+  return pairs
+
+
+def load_all(pairs: Sequence[tuple[str, str]], ev: ml_collections.ConfigDict
+             ) -> dict[str, Any]:
+  """BenchmarkData per unique key (the benchmark name, or its single source for mmlu/unified)."""
+  shuffle = {"default": None, "on": True, "off": False}[ev.shuffle_options]
+  data: dict[str, Any] = {}
+  for name, path in pairs:
+    bench = benchmarks.load_benchmark(name, path, shuffle_options=shuffle, seed=ev.shuffle_seed,
+                                      on_error=ev.on_error)
+    if ev.limit > 0:
+      bench.items = bench.items[:ev.limit]
+    sources = {it.source for it in bench.items}
+    key = sources.pop() if name in ("mmlu", "unified") and len(sources) == 1 else name
+    base, k = key, 2
+    while key in data:
+      key, k = f"{base}_{k}", k + 1
+    data[key] = bench
+  return data
+
+
+# ------------------------------------------------------------------------------------------------
+# Files and table
+
+
+def _write_jsonl(path: str, rows: Sequence[dict]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    for r in rows:
+      f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def output_dir(workdir: str, timestamped: bool = True) -> str:
+  if not timestamped:
+    os.makedirs(workdir, exist_ok=True)
+    return workdir
+  base = os.path.join(workdir, time.strftime("eval_%Y%m%d-%H%M%S"))
+  path, k = base, 2
+  while os.path.exists(path):
+    path, k = f"{base}-{k}", k + 1
+  os.makedirs(path)
+  return path
+
+
+def format_table(summary: dict) -> str:
+  def pct(x):
+    return "-" if x is None else f"{100 * x:.2f}"
+  rows = [("benchmark", "n", "acc%", "valid_acc%", "no_answer", "ll_acc%", "ll_acc_norm%")]
+  for key, s in summary["benchmarks"].items():
+    ll = s.get("loglik", {})
+    rows.append((key, str(s["n"]), pct(s.get("acc")), pct(s.get("valid_acc")),
+                 str(s.get("n_no_answer", "-")), pct(ll.get("acc")), pct(ll.get("acc_norm"))))
+  m = summary["macro_avg"]
+  rows.append(("macro_avg", "", pct(m.get("acc")), pct(m.get("valid_acc")), "",
+               pct(m.get("loglik", {}).get("acc")), pct(m.get("loglik", {}).get("acc_norm"))))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                     enumerate(zip(r, widths))) for r in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  lines.insert(len(lines) - 1, lines[1])
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def check_eval_config(ev: ml_collections.ConfigDict) -> None:
+  choices = {"prompt": PROMPTS, "mode": MODES, "loglik_form": loglik.FORMS,
+             "shuffle_options": ("default", "on", "off"), "on_error": ("raise", "skip")}
+  for field, allowed in choices.items():
+    if ev[field] not in allowed:
+      raise runtime.ConfigError(f"config.eval.{field}={ev[field]!r}; expected one of {allowed}")
+  if ev.temperature < 0 or not 0 < ev.top_p <= 1 or ev.top_k < 0:
+    raise runtime.ConfigError("config.eval: need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+  if ev.max_new_tokens < 1 or ev.batch_size < 1:
+    raise runtime.ConfigError("config.eval.max_new_tokens and config.eval.batch_size must be >= 1")
+  for path in runtime.split_paths(ev.predictions):
+    if not os.path.isfile(path):
+      raise runtime.ConfigError(f"config.eval.predictions: {path} does not exist")
+
+
+def _load_model(config: ml_collections.ConfigDict, tok: Any, mesh: Any) -> tuple[ModelConfig, Any]:
+  from citrus_jax import sharding
+  cfg = runtime.model_config_from(config, vocab_size=tok.vocab_size)
+  if cfg.vocab_size < tok.vocab_size:
+    raise runtime.ConfigError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tok.vocab_size}")
+  if not config.init.get("checkpoint") and not config.init.get("hf_dir"):
+    print("[eval] WARNING: no config.init.checkpoint or config.init.hf_dir: evaluating a "
+          "randomly initialised model", flush=True)
+  params = runtime.init_params_fn(config, cfg, mesh)(sharding.param_shardings(cfg, mesh))
+  return cfg, params
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Evaluates the configured benchmarks; returns the output directory (main prints it last)."""
+  ev = config.eval
+  check_eval_config(ev)
+  data = load_all(resolve_benchmarks(ev), ev)
+  for key, bench in data.items():
+    r = bench.report
+    extra = f", shuffled {r['shuffled']}" if r["shuffled"] else ""
+    skipped = sum(r["skipped"].values()) + sum(r["dropped"].values())
+    print(f"[eval] {key}: {len(bench.items)} items from {bench.path}"
+          f"{f', skipped/dropped {skipped}' if skipped else ''}{extra}", flush=True)
+  main = jax.process_index() == 0
+  outdir = output_dir(workdir, ev.timestamped) if main else workdir
+  if main and outdir != workdir:
+    runtime.save_resolved_config(config, outdir)
+  settings = {k: ev[k] for k in ("mode", "prompt", "max_new_tokens", "temperature", "top_p",
+                                 "top_k", "loglik_form", "shuffle_options", "shuffle_seed")}
+  settings.update(seed=config.seed, init=config.init.to_dict(), predictions=ev.predictions)
+  if ev.mode == "prompts":
+    for key, bench in data.items():
+      if main:
+        _write_jsonl(os.path.join(outdir, f"{key}.prompts.jsonl"),
+                     [{"id": it.id, "benchmark": key, "messages": item_messages(it, ev.prompt)}
+                      for it in bench.items])
+    if main:
+      with open(os.path.join(outdir, "summary.json"), "w") as f:
+        json.dump({"settings": settings, "benchmarks": {k: {"n": len(b.items)}
+                                                        for k, b in data.items()}}, f, indent=2)
+    print(f"[eval] wrote prompts for {len(data)} benchmark(s)", flush=True)
+    return outdir
+  extra: dict[str, Any] = {}
+  if ev.predictions:
+    records, extra = score_predictions(data, runtime.split_paths(ev.predictions), ev.on_error)
+    settings["mode"] = "predictions"
+  else:
+    from citrus_jax.train.cpt import load_tokenizer
+    tok = load_tokenizer(config)
+    mesh = runtime.make_mesh(config)
+    cfg, params = _load_model(config, tok, mesh)
+    records = {}
+    for key, bench in data.items():
+      t0 = time.time()
+      records[key], _ = evaluate_items(
+          params, cfg, tok, bench.items, prompt=ev.prompt, mode=ev.mode,
+          max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
+          top_k=ev.top_k, seed=config.seed, batch_size=ev.batch_size, mesh=mesh,
+          loglik_form=ev.loglik_form, chat_format=ev.chat_format or None, benchmark=key,
+          progress=config.get("progress", True))
+      print(f"[eval] {key}: {len(bench.items)} items in {time.time() - t0:.1f}s", flush=True)
+  per = {}
+  for key, recs in records.items():
+    per[key] = {**summarize(recs), "path": data[key].path, "file": f"{key}.jsonl",
+                "load_report": {k: data[key].report[k] for k in
+                                ("items", "skipped", "dropped", "shuffled", "expected")}}
+  summary = {"benchmarks": per, "macro_avg": macro_average(per), "settings": settings, **extra}
+  if main:
+    for key, recs in records.items():
+      _write_jsonl(os.path.join(outdir, f"{key}.jsonl"), recs)
+    with open(os.path.join(outdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2, ensure_ascii=False)
+  print(format_table(summary), flush=True)
+  return outdir

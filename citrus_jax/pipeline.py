@@ -1,0 +1,248 @@
+"""The whole Citrus lifecycle as one resumable run (configs/demo.py).
+
+Each step writes `<workdir>/<step>/done.json` (its results and wall time) when it finishes; a
+rerun skips finished steps and the training steps resume from their checkpoints, so the run can
+be interrupted at any moment. Stage configs are the ordinary CPT/SFT/RL configs with the demo's
+sizes, so what the demo runs is what a user runs on real data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from citrus_jax import runtime
+
+def _done_path(workdir: str, step: str) -> str:
+  return os.path.join(workdir, step, "done.json")
+
+
+def _run_step(workdir: str, step: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+  """Runs `fn(step_dir)` unless it already finished; records its wall time."""
+  path = _done_path(workdir, step)
+  if os.path.exists(path):
+    with open(path) as f:
+      result = json.load(f)
+    print(f"[pipeline] {step}: done earlier ({result['wall_s']:.0f}s), skipping", flush=True)
+    return result
+  step_dir = os.path.join(workdir, step)
+  os.makedirs(step_dir, exist_ok=True)
+  print(f"[pipeline] {step} ...", flush=True)
+  t0 = time.perf_counter()
+  result = fn(step_dir)
+  result["wall_s"] = time.perf_counter() - t0
+  if jax.process_index() == 0:
+    with open(path + ".tmp", "w") as f:
+      json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
+  print(f"[pipeline] {step}: {result['wall_s']:.0f}s", flush=True)
+  return result
+
+
+def _stage_config(module: Any, preset: str, config: ml_collections.ConfigDict, workdir: str,
+                  tokenizer_path: str, **data: Any) -> ml_collections.ConfigDict:
+  c = module.get_config(preset)
+  c.workdir = workdir
+  c.seed = config.seed
+  c.progress = config.progress
+  c.model = config.model.copy_and_resolve_references()
+  c.mesh.shape = tuple(config.mesh.shape)
+  c.tokenizer.path = tokenizer_path
+  c.data.seq_len = config.data.seq_len
+  c.data.global_batch_size = config.data.global_batch_size
+  c.checkpoint.every = config.checkpoint.every
+  c.train.log_every = config.train.log_every
+  c.data.update(data)
+  return c
+
+
+def _world_sizes(scale: float) -> dict[str, int]:
+  from citrus_jax.data import clinic_world
+  return {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
+
+
+def step_data(config, step_dir):
+  from citrus_jax.data import clinic_world
+  from citrus_jax.synth import decontam
+  paths = clinic_world.build_world(step_dir, seed=config.demo.world_seed,
+                                   sizes=_world_sizes(config.demo.world_scale))
+  training = [paths[k] for k in ("cpt", "sft1", "sft2", "sft3", "rl_questions")]
+  report = decontam.check_files(training, {"test": paths["test"], "dev": paths["dev"]},
+                                n=config.demo.decontam_n)
+  print(decontam.format_report(report), flush=True)
+  return {"paths": paths, "decontamination": decontam.report_summary(report)}
+
+
+def step_tokenizer(config, step_dir, paths):
+  from citrus_jax import tokenizer
+  corpus = os.path.join(step_dir, "corpus.txt")
+  with open(corpus, "w") as out:
+    for key, fields in (("cpt", ("text",)), ("sft1", ("input", "target")),
+                        ("sft2", ("input", "target")), ("sft3", ("input", "target"))):
+      with open(paths[key]) as f:
+        for line in f:
+          rec = json.loads(line)
+          out.write("\n".join(rec[k] for k in fields) + "\n")
+  model = tokenizer.train_sentencepiece([corpus], os.path.join(step_dir, "sp"),
+                                        config.demo.tokenizer_vocab)
+  return {"model": model, "vocab_size": tokenizer.load_tokenizer(model).vocab_size}
+
+
+def step_cpt(config, step_dir, paths, tok_path):
+  from configs import cpt as cpt_config
+  from citrus_jax.train import cpt
+  c = _stage_config(cpt_config, "demo", config, step_dir, tok_path, train_paths=paths["cpt"])
+  c.train.num_steps = config.demo.cpt_steps
+  c.optim.lr = config.demo.cpt_lr
+  result = cpt.run(c, step_dir)
+  return {"workdir": step_dir, "steps": result.step, "loss": result.last_metrics.get("loss")}
+
+
+def step_sft(config, step_dir, paths, tok_path, cpt_dir):
+  from configs import sft as sft_config
+  from citrus_jax.train import sft
+  c = _stage_config(sft_config, "demo", config, step_dir, tok_path)
+  c.init.checkpoint = cpt_dir
+  c.optim.lr = config.demo.sft_lr
+  c.data.num_epochs = 0
+  sft3 = paths["sft3"] if config.demo.sft3_source == "template" else config.demo.sft3_path
+  c.sft.stages = tuple(sft_config.stage(name, train_paths=p, num_steps=n) for name, p, n in zip(
+      ("sft1", "sft2", "sft3"), (paths["sft1"], paths["sft2"], sft3), config.demo.sft_steps))
+  sft.run(c, step_dir)
+  return {"workdirs": {n: os.path.join(step_dir, n) for n in ("sft1", "sft2", "sft3")}}
+
+
+def _load(params_dir: str, mesh: Any = None):
+  from citrus_jax import sharding
+  from citrus_jax.train import checkpoint
+  cfg = checkpoint.read_model_config(params_dir)
+  shardings = sharding.param_shardings(cfg, mesh) if mesh is not None else None
+  return cfg, checkpoint.load_params(params_dir, cfg, shardings)
+
+
+def step_rejection(config, step_dir, paths, tok_path, sft3_dir):
+  from citrus_jax import tokenizer
+  from citrus_jax.eval import rejection
+  tok = tokenizer.load_tokenizer(tok_path)
+  cfg, params = _load(sft3_dir)
+  with open(paths["rl_questions"]) as f:
+    questions = [json.loads(line) for line in f][:config.demo.rs_questions]
+  d = config.demo
+  pairs, stats = rejection.sample_pairs(
+      params, cfg, tok, questions, n_samples=d.rs_samples, temperature=d.rs_temperature,
+      max_new_tokens=d.rs_max_new_tokens, seed=config.seed, batch_size=d.eval_batch_size,
+      min_think_chars=d.rs_min_think_chars, progress=config.progress)
+  out = os.path.join(step_dir, "pairs.jsonl")
+  rejection.write_pairs(out, pairs)
+  return {"pairs": out, "n_pairs": len(pairs), "stats": _jsonable(stats)}
+
+
+def step_rl(config, step_dir, pairs_path, tok_path, sft3_dir):
+  from configs import rl as rl_config
+  from citrus_jax.train import rl
+  c = _stage_config(rl_config, "demo", config, step_dir, tok_path, train_paths=pairs_path,
+                    num_epochs=config.demo.rl_epochs)
+  c.init.checkpoint = sft3_dir
+  c.optim.lr = config.demo.rl_lr
+  c.rl.max_length = config.demo.rl_max_length
+  c.rl.max_prompt_length = config.demo.rl_max_prompt_length
+  c.data.global_batch_size = min(config.data.global_batch_size, 8)
+  c.train.num_steps = 0
+  result = rl.run(c, step_dir)
+  return {"workdir": step_dir, "steps": result.step,
+          "metrics": {k: v for k, v in result.last_metrics.items()}}
+
+
+def step_eval(config, step_dir, paths, tok_path, checkpoints):
+  """Every stage's params on the held-out test split: generation and log-likelihood."""
+  from citrus_jax import tokenizer
+  from citrus_jax.eval import benchmarks, harness
+  from citrus_jax.model import transformer
+  tok = tokenizer.load_tokenizer(tok_path)
+  items = benchmarks.load_benchmark("medqa", paths["test"]).items[:config.demo.eval_items]
+  results = {}
+  for name, params_dir in checkpoints.items():
+    out = os.path.join(step_dir, f"{name}.json")
+    if os.path.exists(out):
+      with open(out) as f:
+        results[name] = json.load(f)
+      continue
+    if params_dir is None:  # the random-init baseline: the CPT stage's starting point
+      cfg, _ = _load(checkpoints["cpt"])
+      params = transformer.init_params(cfg, jax.random.key(config.seed))
+    else:
+      cfg, params = _load(params_dir)
+    t0 = time.perf_counter()
+    records, summary = harness.evaluate_items(
+        params, cfg, tok, items, prompt="citrus", mode="both",
+        max_new_tokens=config.demo.eval_max_new_tokens, batch_size=config.demo.eval_batch_size,
+        seed=config.seed, benchmark=f"test/{name}", progress=config.progress)
+    summary["by_group"] = by_group(records, items)
+    summary["wall_s"] = time.perf_counter() - t0
+    with open(os.path.join(step_dir, f"{name}_items.jsonl"), "w") as f:
+      for r in records:
+        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    with open(out, "w") as f:
+      json.dump(_jsonable(summary), f, indent=2)
+    results[name] = _jsonable(summary)
+    print(f"[eval] {name}: acc {summary['acc']:.3f} (n={summary['n']}), loglik acc "
+          f"{summary.get('loglik', {}).get('acc', float('nan')):.3f}", flush=True)
+  return {"results": results}
+
+
+def by_group(records: list[dict], items: list[Any]) -> dict[str, dict[str, float]]:
+  """Generation accuracy per world group (unique_finding / shared_only / cpt_only)."""
+  groups: dict[str, list[bool]] = {}
+  for rec, item in zip(records, items):
+    groups.setdefault(item.meta.get("group", "all"), []).append(bool(rec.get("correct")))
+  return {g: {"acc": float(np.mean(v)), "n": len(v)} for g, v in sorted(groups.items())}
+
+
+def step_export(config, step_dir, tok_path, rl_dir):
+  from citrus_jax import hf, tokenizer
+  cfg, params = _load(rl_dir)
+  out = os.path.join(step_dir, "hf")
+  hf.save(out, params, cfg, tokenizer=tokenizer.load_tokenizer(tok_path),
+          provenance={"source_checkpoint": rl_dir, "stage": "rl"}, overwrite=True)
+  return {"hf_export": out}
+
+
+def _jsonable(x: Any) -> Any:
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  return x
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Runs every step that has not finished yet; returns the run directory."""
+  from citrus_jax import report
+  os.makedirs(workdir, exist_ok=True)
+  runtime.save_resolved_config(config, workdir)
+  data = _run_step(workdir, "data", lambda d: step_data(config, d))
+  paths = data["paths"]
+  tok = _run_step(workdir, "tokenizer", lambda d: step_tokenizer(config, d, paths))
+  tok_path = tok["model"]
+  cpt = _run_step(workdir, "cpt", lambda d: step_cpt(config, d, paths, tok_path))
+  sft = _run_step(workdir, "sft", lambda d: step_sft(config, d, paths, tok_path, cpt["workdir"]))
+  sft3 = sft["workdirs"]["sft3"]
+  rej = _run_step(workdir, "rejection",
+                  lambda d: step_rejection(config, d, paths, tok_path, sft3))
+  if rej["n_pairs"] == 0:
+    raise RuntimeError("rejection sampling kept no pairs; see rejection/done.json stats")
+  rl = _run_step(workdir, "rl", lambda d: step_rl(config, d, rej["pairs"], tok_path, sft3))
+  checkpoints = {"random": None, "cpt": cpt["workdir"], "sft3": sft3, "rl": rl["workdir"]}
+  ev = _run_step(workdir, "eval", lambda d: step_eval(config, d, paths, tok_path, checkpoints))
+  export = _run_step(workdir, "export", lambda d: step_export(config, d, tok_path, rl["workdir"]))
+  steps = {"data": data, "tokenizer": tok, "cpt": cpt, "sft": sft, "rejection": rej, "rl": rl,
+           "eval": ev, "export": export}
+  report.write(workdir, steps)
+  return workdir

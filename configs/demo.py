@@ -1,0 +1,52 @@
+"""The whole Citrus lifecycle on a laptop CPU, on the shipped clinical world.
+
+  python -m citrus_jax.main --config=configs/demo.py          # the full demo (~10 min, 2 cores)
+  python -m citrus_jax.main --config=configs/demo.py:small    # a few minutes (the e2e test)
+
+world -> sentencepiece tokenizer -> CPT -> SFT-1 -> SFT-2 -> SFT-3 -> rejection sampling ->
+CPO+SimPO -> evaluation of every stage -> HF export -> report. Rerunning the same command
+continues where it stopped (each step records `done.json` in its directory).
+"""
+import ml_collections
+
+from configs import base
+
+# preset -> knobs that set the size of the run.
+_PRESETS = {
+    "default": dict(model="demo", vocab=2048, seq_len=512, batch=16, cpt_steps=300,
+                    sft_steps=(60, 40, 160), rs_questions=96, rs_samples=4, rl_epochs=2,
+                    eval_items=200, eval_max_new_tokens=320, world_scale=1.0),
+    "small": dict(model="demo", vocab=1024, seq_len=384, batch=8, cpt_steps=60,
+                  sft_steps=(15, 10, 60), rs_questions=16, rs_samples=4, rl_epochs=1,
+                  eval_items=40, eval_max_new_tokens=256, world_scale=0.25),
+}
+
+
+def get_config(preset: str = "default"):
+  preset = preset or "default"
+  if preset not in _PRESETS:
+    raise ValueError(f"configs/demo.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
+  p = _PRESETS[preset]
+  c = base.get_config()
+  c.stage = "pipeline"
+  c.workdir = f"runs/demo_{preset}" if preset != "default" else "runs/demo"
+  c.model.preset = p["model"]
+  c.data.seq_len = p["seq_len"]
+  c.data.global_batch_size = p["batch"]
+  c.checkpoint.every = 50
+  c.train.log_every = 10
+  c.demo = ml_collections.ConfigDict(dict(
+      world_seed=0,
+      world_scale=p["world_scale"],  # multiplies the world's default split sizes
+      tokenizer_vocab=p["vocab"],
+      cpt_steps=p["cpt_steps"], cpt_lr=2e-3,
+      sft_steps=p["sft_steps"], sft_lr=1e-3,
+      sft3_source="template",  # template | synth (expert-pathway synthesis output)
+      rs_questions=p["rs_questions"], rs_samples=p["rs_samples"], rs_temperature=0.7,
+      rs_max_new_tokens=p["eval_max_new_tokens"], rs_min_think_chars=100,
+      rl_epochs=p["rl_epochs"], rl_lr=1e-4, rl_max_length=p["seq_len"],
+      rl_max_prompt_length=p["seq_len"] // 2,
+      eval_items=p["eval_items"], eval_max_new_tokens=p["eval_max_new_tokens"],
+      eval_batch_size=40, decontam_n=13,
+  ))
+  return c

@@ -1,0 +1,61 @@
+"""Medical MCQ evaluation (citrus_jax/eval/harness.py).
+
+  python -m citrus_jax.main --config=configs/eval.py:paper --config.init.hf_dir=/ckpt/model \
+      --config.eval.benchmarks=medqa,pubmedqa \
+      --config.eval.data_paths=/data/medqa/phrases_no_exclude_test.jsonl,/data/pubmedqa/ori_pqal.json
+or every benchmark file found under a directory (train/dev/val files are skipped):
+  ... --config.eval.data_dir=/data/benchmarks [--config.eval.benchmarks=mmlu,medqa]
+Scoring outputs generated elsewhere (no model; lines {"id", "output"}):
+  ... --config.eval.predictions=preds.jsonl
+Presets: tiny (tests), demo (laptop CPU), greedy (paper length, greedy), paper (temperature 0.7,
+4096 new tokens, as the Citrus paper), paper_70b (the same on a mesh with 8-way tensor parallel).
+The model comes from config.init.checkpoint (a citrus_jax params or run dir) or config.init.hf_dir
+(the tokenizer then defaults to that directory's).
+"""
+import ml_collections
+
+from configs import base
+
+# preset -> (model preset, mesh, max_new_tokens, temperature, batch size, dtype)
+_PRESETS = {
+    "tiny": ("tiny", (1, -1, 1), 16, 0.0, 8, "float32"),
+    "demo": ("demo", (1, -1, 1), 256, 0.0, 16, "float32"),
+    "greedy": ("llama3_1_8b", (1, -1, 1), 4096, 0.0, 64, "bfloat16"),
+    "paper": ("llama3_1_8b", (1, -1, 1), 4096, 0.7, 64, "bfloat16"),
+    "paper_70b": ("llama3_1_70b", (1, -1, 8), 4096, 0.7, 64, "bfloat16"),
+}
+
+
+def get_config(preset: str = "tiny"):
+  preset = preset or "tiny"
+  if preset not in _PRESETS:
+    raise ValueError(f"configs/eval.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
+  model, mesh, max_new, temperature, batch, dtype = _PRESETS[preset]
+  c = base.get_config()
+  c.stage = "eval"
+  c.workdir = f"runs/eval_{preset}"
+  c.model.preset = model  # only used for a random model; checkpoints carry their own config
+  c.model.param_dtype = dtype
+  c.model.compute_dtype = dtype
+  c.mesh.shape = mesh
+  c.eval = ml_collections.ConfigDict(dict(
+      benchmarks="",  # comma-separated registry names (medqa, pubmedqa, mmlu_anatomy, jmed, ...)
+      data_paths="",  # comma-separated files, one per benchmark ("auto" names detect the file)
+      data_dir="",  # or: scan a directory for benchmark files (filtered by `benchmarks` if set)
+      predictions="",  # score these JSONL outputs instead of running a model
+      mode="generate",  # generate | loglik | both | prompts (write the chat messages only)
+      prompt="citrus",  # citrus (persona + <think>/<answer>) | letter (answer with a letter)
+      chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | plain
+      max_new_tokens=max_new,
+      temperature=temperature,  # 0 = greedy; the paper samples once at 0.7
+      top_p=1.0,
+      top_k=0,
+      batch_size=batch,  # prompts per generate call (sorted by length); option pairs for loglik
+      loglik_form="text",  # text: " <option text>" after "Answer:"; letter: " <letter>"
+      shuffle_options="default",  # default (JMED only) | on | off; seeded by item id
+      shuffle_seed=0,
+      limit=0,  # > 0: the first `limit` items of each benchmark (quick checks)
+      on_error="raise",  # raise | skip: bad benchmark rows / prediction lines are counted
+      timestamped=True,  # write to <workdir>/eval_<time>; False: into workdir itself
+  ))
+  return c
