@@ -122,22 +122,21 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
   train_iter = iter(sft_data.make_sft_dataset(
       data, tok, d.seq_len, d.global_batch_size, shuffle=d.get("shuffle", True),
       num_epochs=epochs, check_name=name, **common))
-  eval_batches = None
-  if eval_data is not None:
-    n_eval = config.train.get("eval_batches", 4)
+  n_eval = config.train.get("eval_batches", 4)
 
-    def eval_batches():
-      it = sft_data.make_sft_dataset(eval_data, tok, d.seq_len, d.global_batch_size,
-                                     shuffle=False, num_epochs=1, final_batch="pad",
-                                     check_name=None, **common)
-      for i, batch in enumerate(it):
-        if i >= n_eval:
-          break
-        yield batch
+  def held_out_batches():
+    it = sft_data.make_sft_dataset(eval_data, tok, d.seq_len, d.global_batch_size,
+                                   shuffle=False, num_epochs=1, final_batch="pad",
+                                   check_name=None, **common)
+    for i, batch in enumerate(it):
+      if i >= n_eval:
+        break
+      yield batch
+
   return engine.Stage(name=name, loss_fn=losses.lm_loss_fn(cfg, config.train.get("z_loss", 0.0)),
                       train_iter=train_iter, num_steps=num_steps,
                       init_params=runtime.init_params_fn(config, cfg, mesh),
-                      eval_batches=eval_batches)
+                      eval_batches=held_out_batches if eval_data is not None else None)
 
 
 def run_stage(config: ml_collections.ConfigDict, name: str, tok: Any) -> engine.TrainResult:
