@@ -30,6 +30,7 @@ TEST_REQUIRES = [
     "transformers==5.24.0",
     "trl==1.16.0",
     "pytest",
+    "openai==3.57.0",
 ]
 
 setuptools.setup(
