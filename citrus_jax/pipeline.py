@@ -66,16 +66,57 @@ def _world_sizes(scale: float) -> dict[str, int]:
   return {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
 
 
+def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0.5) -> str:
+  """SFT-3 chats in both prompt styles the model meets later: the evaluation prompt (persona +
+  question with its options) and the open question of rejection sampling (no options)."""
+  import random
+  from citrus_jax.eval import prompts
+  rng = random.Random(seed)
+  with open(src) as f_in, open(dst, "w") as f_out:
+    for line in f_in:
+      rec = json.loads(line)
+      if rng.random() < with_options_fraction:
+        names = [rec["answer"]] + list(rec["rivals"])[:3]
+        rng.shuffle(names)
+        question = rec["question"] + "\n" + prompts.format_options(dict(zip("ABCD", names)))
+        messages = [{"role": "system", "content": prompts.SYSTEM_PROMPT},
+                    {"role": "user", "content": prompts.citrus_user_prompt(question)}]
+      else:
+        messages = prompts.open_question_messages(rec["question"])
+      messages.append({"role": "assistant", "content": rec["target"]})
+      f_out.write(json.dumps({"id": rec["id"], "messages": messages}) + "\n")
+  return dst
+
+
 def step_data(config, step_dir):
   from citrus_jax.data import clinic_world
+  from citrus_jax.eval import benchmarks, prompts
   from citrus_jax.synth import decontam
   paths = clinic_world.build_world(step_dir, seed=config.demo.world_seed,
-                                   sizes=_world_sizes(config.demo.world_scale))
-  training = [paths[k] for k in ("cpt", "sft1", "sft2", "sft3", "rl_questions")]
-  report = decontam.check_files(training, {"test": paths["test"], "dev": paths["dev"]},
-                                n=config.demo.decontam_n)
-  print(decontam.format_report(report), flush=True)
-  return {"paths": paths, "decontamination": decontam.report_summary(report)}
+                                   sizes=_world_sizes(config.demo.world_scale),
+                                   prompt_fn=prompts.citrus_user_prompt)
+  paths["sft3_chat"] = restyle_sft3(paths["sft3"], os.path.join(step_dir, "sft3_chat.jsonl"),
+                                    config.demo.world_seed)
+  # Decontamination against the held-out splits. The world is templated, so plain 13-gram overlap
+  # flags shared phrasing; near-copies (half of an item's n-grams in one example) are dropped.
+  train_keys = ("cpt", "sft1", "sft2", "sft3_chat", "rl_questions")
+  held_out = {k: benchmarks.load_benchmark("medqa", paths[k]).items for k in ("test", "dev")}
+  n = config.demo.decontam_n
+  plain = decontam.decontaminate([paths[k] for k in train_keys], held_out, n=n, examples=2)
+  clean_dir = os.path.join(step_dir, "clean")
+  near = decontam.decontaminate([paths[k] for k in train_keys], held_out, n=n,
+                                min_overlap=0.5, drop_to=clean_dir, examples=2)
+  print(decontam.format_report(plain), flush=True)
+  print(f"dropped as near-copies (min_overlap 0.5):\n{decontam.format_report(near)}", flush=True)
+  for k in train_keys:
+    paths[k] = near["train"][paths[k]]["written"]
+  summary = {f"{label}": {"benchmarks": {b: {kk: r["benchmarks"][b][kk] for kk in
+                                             ("items", "items_hit")}
+                                         for b in r["benchmarks"]},
+                          "train_contaminated": sum(t["contaminated"]
+                                                    for t in r["train"].values())}
+             for label, r in ((f"{n}-gram", plain), ("near-copy, dropped", near))}
+  return {"paths": paths, "decontamination": summary}
 
 
 def step_tokenizer(config, step_dir, paths):
@@ -110,7 +151,7 @@ def step_sft(config, step_dir, paths, tok_path, cpt_dir):
   c.init.checkpoint = cpt_dir
   c.optim.lr = config.demo.sft_lr
   c.data.num_epochs = 0
-  sft3 = paths["sft3"] if config.demo.sft3_source == "template" else config.demo.sft3_path
+  sft3 = paths["sft3_chat"] if config.demo.sft3_source == "template" else config.demo.sft3_path
   c.sft.stages = tuple(sft_config.stage(name, train_paths=p, num_steps=n) for name, p, n in zip(
       ("sft1", "sft2", "sft3"), (paths["sft1"], paths["sft2"], sft3), config.demo.sft_steps))
   sft.run(c, step_dir)
