@@ -138,6 +138,8 @@ def step_cpt(config, step_dir, paths, tok_path):
   from configs import cpt as cpt_config
   from citrus_jax.train import cpt
   c = _stage_config(cpt_config, "demo", config, step_dir, tok_path, train_paths=paths["cpt"])
+  c.data.seq_len = config.demo.cpt_seq_len
+  c.data.global_batch_size = 2 * config.data.global_batch_size
   c.train.num_steps = config.demo.cpt_steps
   c.optim.lr = config.demo.cpt_lr
   result = cpt.run(c, step_dir)
@@ -166,6 +168,30 @@ def _load(params_dir: str, mesh: Any = None):
   return cfg, checkpoint.load_params(params_dir, cfg, shardings)
 
 
+def gold_fallback_pairs(questions: list[dict], samples: list[dict], limit: int) -> list[dict]:
+  """Pairs for questions where no sample was correct: the world's own expert-pathway chain as
+  chosen, one of the model's wrong or unusable samples as rejected. Used only to top up a weak
+  model's pairs (counted separately in the report), so the RL stage always has data."""
+  from citrus_jax.eval import prompts
+  by_id = {q["id"]: q for q in questions}
+  out = []
+  for rec in samples:
+    q = by_id.get(rec["id"])
+    if q is None or any(s["verdict"] == "correct" for s in rec["samples"]):
+      continue
+    rejected = next((s["text"] for s in rec["samples"] if s["text"].strip()
+                     and s["text"].strip() != q["target"].strip()), None)
+    if rejected is None:
+      continue
+    prompt = prompts.open_question_messages(q["question"])
+    out.append({"chosen": prompt + [{"role": "assistant", "content": q["target"]}],
+                "rejected": prompt + [{"role": "assistant", "content": rejected}],
+                "source": "gold_fallback", "id": q["id"]})
+    if len(out) >= limit:
+      break
+  return out
+
+
 def step_rejection(config, step_dir, paths, tok_path, sft3_dir):
   from citrus_jax import tokenizer
   from citrus_jax.eval import rejection
@@ -174,13 +200,22 @@ def step_rejection(config, step_dir, paths, tok_path, sft3_dir):
   with open(paths["rl_questions"]) as f:
     questions = [json.loads(line) for line in f][:config.demo.rs_questions]
   d = config.demo
+  samples: list[dict] = []
   pairs, stats = rejection.sample_pairs(
       params, cfg, tok, questions, n_samples=d.rs_samples, temperature=d.rs_temperature,
       max_new_tokens=d.rs_max_new_tokens, seed=config.seed, batch_size=d.eval_batch_size,
-      min_think_chars=d.rs_min_think_chars, progress=config.progress)
+      min_think_chars=d.rs_min_think_chars, unverified_as_wrong=d.rs_unverified_as_wrong,
+      progress=config.progress, samples_out=samples)
+  n_sampled = len(pairs)
+  if n_sampled < d.rs_min_pairs:
+    extra = gold_fallback_pairs(questions, samples, d.rs_min_pairs - n_sampled)
+    print(f"[rejection] only {n_sampled} pairs from samples; added {len(extra)} gold-chain "
+          f"fallback pairs (chosen = the world's reference chain)", flush=True)
+    pairs = pairs + extra
   out = os.path.join(step_dir, "pairs.jsonl")
   rejection.write_pairs(out, pairs)
-  return {"pairs": out, "n_pairs": len(pairs), "stats": _jsonable(stats)}
+  return {"pairs": out, "n_pairs": len(pairs), "n_sampled_pairs": n_sampled,
+          "n_fallback_pairs": len(pairs) - n_sampled, "stats": _jsonable(stats)}
 
 
 def step_rl(config, step_dir, pairs_path, tok_path, sft3_dir):

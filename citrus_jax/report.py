@@ -59,7 +59,10 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
                  for name in EVAL_ORDER if name in evals},
       "wall_s": {**walls, "total": sum(walls.values())},
       "hf_export": steps["export"]["hf_export"],
-      "rl_pairs": {"kept": steps["rejection"]["n_pairs"], "stats": steps["rejection"]["stats"]},
+      "rl_pairs": {"kept": steps["rejection"]["n_pairs"],
+                   "from_samples": steps["rejection"].get("n_sampled_pairs"),
+                   "gold_fallback": steps["rejection"].get("n_fallback_pairs", 0),
+                   "stats": steps["rejection"]["stats"]},
       "decontamination": steps["data"].get("decontamination"),
   }
   figure = plot(loss_curves(workdir), os.path.join(workdir, "loss_curves.png"))
@@ -92,7 +95,9 @@ in the CPT corpus).
 
 ## RL pairs (rejection sampling of the SFT-3 model)
 
-Pairs kept: {steps['rejection']['n_pairs']}. Sampling statistics:
+Pairs kept: {steps['rejection']['n_pairs']} ({steps['rejection'].get('n_sampled_pairs')} from the
+model's own samples, {steps['rejection'].get('n_fallback_pairs', 0)} gold-chain fallback pairs where
+no sample was correct). Sampling statistics:
 
 ```
 {json.dumps(rs, indent=2)[:3000]}

@@ -12,13 +12,15 @@ import ml_collections
 from configs import base
 
 # preset -> knobs that set the size of the run.
+# Token budget: the demo model trains at ~1k tokens/s on 2 CPU cores (benchmarks/), so the whole
+# run trains on a few hundred thousand tokens; SFT rows of 768 tokens hold about two examples.
 _PRESETS = {
-    "default": dict(model="demo", vocab=2048, seq_len=512, batch=16, cpt_steps=300,
-                    sft_steps=(60, 40, 160), rs_questions=96, rs_samples=4, rl_epochs=2,
-                    eval_items=200, eval_max_new_tokens=320, world_scale=1.0),
-    "small": dict(model="demo", vocab=1024, seq_len=384, batch=8, cpt_steps=60,
-                  sft_steps=(15, 10, 60), rs_questions=16, rs_samples=4, rl_epochs=1,
-                  eval_items=40, eval_max_new_tokens=256, world_scale=0.25),
+    "default": dict(model="demo", vocab=4096, cpt_seq_len=256, seq_len=768, batch=8,
+                    cpt_steps=80, sft_steps=(12, 8, 70), rs_questions=64, rs_samples=4,
+                    rl_epochs=1, eval_items=200, eval_max_new_tokens=288, world_scale=1.0),
+    "small": dict(model="demo", vocab=4096, cpt_seq_len=256, seq_len=768, batch=8,
+                  cpt_steps=30, sft_steps=(5, 5, 40), rs_questions=24, rs_samples=4,
+                  rl_epochs=1, eval_items=60, eval_max_new_tokens=256, world_scale=0.5),
 }
 
 
@@ -39,14 +41,16 @@ def get_config(preset: str = "default"):
       world_seed=0,
       world_scale=p["world_scale"],  # multiplies the world's default split sizes
       tokenizer_vocab=p["vocab"],
-      cpt_steps=p["cpt_steps"], cpt_lr=2e-3,
+      cpt_steps=p["cpt_steps"], cpt_lr=2e-3, cpt_seq_len=p["cpt_seq_len"],
       sft_steps=p["sft_steps"], sft_lr=1e-3,
       sft3_source="template",  # template | synth (expert-pathway synthesis output)
       rs_questions=p["rs_questions"], rs_samples=p["rs_samples"], rs_temperature=0.7,
       rs_max_new_tokens=p["eval_max_new_tokens"], rs_min_think_chars=100,
+      rs_unverified_as_wrong=True,  # an answer naming no option is a wrong answer
+      rs_min_pairs=32,  # below this, top up with gold-chain pairs (reported separately)
       rl_epochs=p["rl_epochs"], rl_lr=1e-4, rl_max_length=p["seq_len"],
-      rl_max_prompt_length=p["seq_len"] // 2,
+      rl_max_prompt_length=p["seq_len"] * 2 // 3,
       eval_items=p["eval_items"], eval_max_new_tokens=p["eval_max_new_tokens"],
-      eval_batch_size=40, decontam_n=13,
+      eval_batch_size=50, decontam_n=13,
   ))
   return c
