@@ -45,3 +45,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3, async_save=True))
   c.plan = ml_collections.ConfigDict(dict(topology="", batch_size=0))
   return c
+
+
+def stage_config(file: str, presets: dict, preset: str, stage: str, *, model: str, mesh: tuple,
+                 remat: str, dtype: str) -> ml_collections.ConfigDict:
+  """The shared start of every stage file's get_config: check the preset, set stage, workdir,
+  model numerics and mesh."""
+  if preset not in presets:
+    raise ValueError(f"configs/{file}: unknown preset {preset!r}; known: {sorted(presets)}")
+  c = get_config()
+  c.stage = stage
+  c.workdir = f"runs/{stage}_{preset}"
+  c.model.preset = model
+  c.model.remat = remat
+  c.model.compute_dtype = dtype
+  c.mesh.shape = mesh
+  return c

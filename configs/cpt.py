@@ -20,16 +20,9 @@ _PRESETS = {
 
 def get_config(preset: str = "tiny"):
   preset = preset or "tiny"
-  if preset not in _PRESETS:
-    raise ValueError(f"configs/cpt.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
-  model, mesh, seq, batch, lr, steps, remat, dtype = _PRESETS[preset]
-  c = base.get_config()
-  c.stage = "cpt"
-  c.workdir = f"runs/cpt_{preset}"
-  c.model.preset = model
-  c.model.remat = remat
-  c.model.compute_dtype = dtype
-  c.mesh.shape = mesh
+  model, mesh, seq, batch, lr, steps, remat, dtype = _PRESETS.get(preset, (None,) * 8)
+  c = base.stage_config("cpt.py", _PRESETS, preset, "cpt", model=model, mesh=mesh, remat=remat,
+                        dtype=dtype)
   c.data.seq_len = seq
   c.data.global_batch_size = batch
   c.optim.lr = lr

@@ -21,16 +21,9 @@ _PRESETS = {
 
 def get_config(preset: str = "tiny"):
   preset = preset or "tiny"
-  if preset not in _PRESETS:
-    raise ValueError(f"configs/rl.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
-  model, max_len, max_prompt, batch, lr, mesh, remat, dtype = _PRESETS[preset]
-  c = base.get_config()
-  c.stage = "rl"
-  c.workdir = f"runs/rl_{preset}"
-  c.model.preset = model
-  c.model.remat = remat
-  c.model.compute_dtype = dtype
-  c.mesh.shape = mesh
+  model, max_len, max_prompt, batch, lr, mesh, remat, dtype = _PRESETS.get(preset, (None,) * 8)
+  c = base.stage_config("rl.py", _PRESETS, preset, "rl", model=model, mesh=mesh, remat=remat,
+                        dtype=dtype)
   c.rl = config_dict.ConfigDict(dict(
       loss="cpo_simpo", max_length=max_len, max_prompt_length=max_prompt,
       beta=config_dict.placeholder(float), gamma=config_dict.placeholder(float),

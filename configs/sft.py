@@ -48,16 +48,10 @@ def stage(name: str, train_paths: str = "", eval_paths: str = "", lr: float | No
 
 def get_config(preset: str = "tiny"):
   preset = preset or "tiny"
-  if preset not in _PRESETS:
-    raise ValueError(f"configs/sft.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
-  model, mesh, seq, batch, lr, steps, epochs, remat, dtype, names = _PRESETS[preset]
-  c = base.get_config()
-  c.stage = "sft"
-  c.workdir = f"runs/sft_{preset}"
-  c.model.preset = model
-  c.model.remat = remat
-  c.model.compute_dtype = dtype
-  c.mesh.shape = mesh
+  model, mesh, seq, batch, lr, steps, epochs, remat, dtype, names = _PRESETS.get(preset,
+                                                                                 (None,) * 10)
+  c = base.stage_config("sft.py", _PRESETS, preset, "sft", model=model, mesh=mesh, remat=remat,
+                        dtype=dtype)
   c.data.seq_len = seq  # max_seq_len: rows of seq_len inputs; longer examples keep their end
   c.data.global_batch_size = batch
   c.data.num_epochs = epochs
