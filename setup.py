@@ -31,6 +31,10 @@ TEST_REQUIRES = [
     "trl==1.16.0",
     "pytest",
     "openai==3.57.0",
+    # Executing the Colab notebook headlessly in tests.
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
 ]
 
 setuptools.setup(

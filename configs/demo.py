@@ -1,7 +1,8 @@
 """The whole Citrus lifecycle on a laptop CPU, on the shipped clinical world.
 
   python -m citrus_jax.main --config=configs/demo.py          # the full demo (~10 min, 2 cores)
-  python -m citrus_jax.main --config=configs/demo.py:small    # a few minutes (the e2e test)
+  python -m citrus_jax.main --config=configs/demo.py:small    # a smaller world and budget
+  python -m citrus_jax.main --config=configs/demo.py:tiny     # ~3 min smoke run (the notebook's)
 
 world -> sentencepiece tokenizer -> CPT -> SFT-1 -> SFT-2 -> SFT-3 -> rejection sampling ->
 CPO+SimPO -> evaluation of every stage -> HF export -> report. Rerunning the same command
@@ -21,6 +22,12 @@ _PRESETS = {
     "small": dict(model="demo", vocab=4096, cpt_seq_len=256, seq_len=768, batch=8,
                   cpt_steps=30, sft_steps=(5, 5, 40), rs_questions=24, rs_samples=4,
                   rl_epochs=1, eval_items=60, eval_max_new_tokens=256, world_scale=0.5),
+    # A smoke run (~3 min on 2 cores; the notebook's test): a 512-piece vocabulary and a handful
+    # of steps. The demo model, not "tiny": its 256 positions cannot hold the eval prompts. SFT-3
+    # chats are longer than seq_len with this vocabulary and are left-truncated.
+    "tiny": dict(model="demo", vocab=512, cpt_seq_len=128, seq_len=384, batch=8,
+                 cpt_steps=10, sft_steps=(3, 3, 10), rs_questions=8, rs_samples=2,
+                 rl_epochs=3, eval_items=16, eval_max_new_tokens=32, world_scale=0.1),
 }
 
 
