@@ -32,7 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       train_paths="", eval_paths="", format="auto", text_field="text", seq_len=256,
       global_batch_size=8, shuffle=True, num_epochs=0, worker_count=0, on_error="raise",
-      add_bos=True))  # format: auto | jsonl | text | tfds | hf
+      add_bos=True,  # format: auto | jsonl | text | tfds | hf
+      # Logical data shards (0: one per process). Fix it to the largest host count you will use
+      # and a 1-host run sees the same global batches as the pod run (citrus_jax/multihost.py).
+      num_shards=0))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-4, schedule="cosine", warmup_frac=0.05, warmup_steps=0, end_lr_frac=0.0,

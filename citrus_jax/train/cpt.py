@@ -5,7 +5,7 @@ from typing import Any
 
 import ml_collections
 
-from citrus_jax import runtime
+from citrus_jax import multihost, runtime
 from citrus_jax.data import pipeline, sources
 from citrus_jax.train import engine, losses
 
@@ -30,9 +30,13 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
   d = config.data
   common = dict(seed=config.seed, worker_count=d.get("worker_count", 0),
                 add_bos=d.get("add_bos", True), source_kwargs=source_kwargs(config, skips))
-  train_iter = pipeline.make_text_pipeline(
-      runtime.split_paths(d.train_paths), tok, d.seq_len, d.global_batch_size,
-      shuffle=d.get("shuffle", True), num_epochs=d.get("num_epochs", 0) or None, **common)
+  train_common = {**common, "worker_count": 0}
+  train_iter = iter(multihost.sharded_dataset(
+      lambda shard, n_shards: pipeline.make_text_dataset(
+          runtime.split_paths(d.train_paths), tok, d.seq_len, d.global_batch_size,
+          shuffle=d.get("shuffle", True), num_epochs=d.get("num_epochs", 0) or None,
+          process_index=shard, process_count=n_shards, **train_common),
+      d.get("num_shards", 0), worker_count=d.get("worker_count", 0)))
   n_eval = config.train.get("eval_batches", 4)
 
   def held_out_batches():

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from citrus_jax import runtime
+from citrus_jax import multihost, runtime
 from citrus_jax.data import sft as sft_data
 from citrus_jax.train import cpt, engine, losses
 
@@ -119,9 +119,12 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
   common = dict(chat_format=config.sft.get("chat_format") or None,
                 pack=config.sft.get("pack", True), seed=config.seed,
                 worker_count=d.get("worker_count", 0))
-  train_iter = iter(sft_data.make_sft_dataset(
-      data, tok, d.seq_len, d.global_batch_size, shuffle=d.get("shuffle", True),
-      num_epochs=epochs, check_name=name, **common))
+  train_iter = iter(multihost.sharded_dataset(
+      lambda shard, n_shards: sft_data.make_sft_dataset(
+          data, tok, d.seq_len, d.global_batch_size, shuffle=d.get("shuffle", True),
+          num_epochs=epochs, check_name=name, process_index=shard, process_count=n_shards,
+          **{**common, "worker_count": 0}),
+      d.get("num_shards", 0), worker_count=d.get("worker_count", 0)))
   n_eval = config.train.get("eval_batches", 4)
 
   def held_out_batches():

@@ -41,10 +41,12 @@ def token_totals(batch: Batch) -> dict[str, jax.Array]:
 
 
 def _split_microbatches(batch: Batch, n: int) -> Batch:
+  """[B, ...] -> [n, B/n, ...] taking every n-th row (strided), so each microbatch keeps rows on
+  every device of the batch-sharded axis instead of living on a slice of them."""
   def split(x):
     if x.shape[0] % n:
       raise ValueError(f"batch of {x.shape[0]} rows does not split into {n} microbatches")
-    return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+    return x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
   return jax.tree.map(split, batch)
 
 
