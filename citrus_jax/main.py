@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app
@@ -12,8 +11,16 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A configs/*.py file, optionally ':preset'.", lock_config=True)
 
 
+RESUMABLE_EXIT = 75  # a training stage saved on SIGTERM and stopped: rerun the job to resume
+
+
 def run(config) -> str:
   """Runs one configured job and returns its work directory (also used by tests and notebooks)."""
+  return run_job(config)[0]
+
+
+def run_job(config) -> tuple[str, bool]:
+  """(work directory, whether a training stage stopped early on SIGTERM and can be resumed)."""
   import jax
   import numpy as np
 
@@ -23,7 +30,11 @@ def run(config) -> str:
   dist = config.distributed
   sharding.initialize_distributed(dist.coordinator_address or None, dist.num_processes or None,
                                   None if dist.process_id < 0 else dist.process_id)
-  runtime.check_config(config)
+  devices = None  # plan mode for a TPU slice: AOT compile for the slice's devices
+  if config.get("mode") == "plan" and config.plan.get("topology"):
+    from citrus_jax.train import plan
+    devices = plan.topology_devices(config.plan.topology)
+  runtime.check_config(config, len(devices) if devices else None)
   workdir = config.workdir
   if config.stage == "info":
     cfg = runtime.model_config_from(config)
@@ -36,34 +47,36 @@ def run(config) -> str:
           f"{jax.devices()[0].platform} device(s), mesh {dict(mesh.shape)}")
     print(f"forward pass: logits {tuple(logits.shape)}, mean {float(logits.mean()):+.5f}, "
           f"std {float(logits.std()):.5f}")
-    return workdir
+    return workdir, False
   if config.mode == "plan":
     from citrus_jax.train import plan
     cfg = runtime.model_config_from(config)
-    devices = plan.topology_devices(config.plan.topology) if config.plan.topology else None
     result = plan.plan(config, cfg, devices)
     print(plan.format_plan(result))
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "plan.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    return workdir
+    from etils import epath
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (epath.Path(workdir) / "plan.json").write_text(json.dumps(result, indent=2))
+    return workdir, False
   runtime.save_resolved_config(config, workdir)
+  results = []
   if config.stage == "cpt":
     from citrus_jax.train import cpt
-    cpt.run(config, workdir)
+    results = [cpt.run(config, workdir)]
   elif config.stage == "sft":
     from citrus_jax.train import sft
-    sft.run(config, workdir)
+    results = list(sft.run(config, workdir).values())
   elif config.stage == "rl":
     from citrus_jax.train import rl
-    rl.run(config, workdir)
+    results = [rl.run(config, workdir)]
   elif config.stage == "eval":
     from citrus_jax.eval import harness
     workdir = harness.run(config, workdir)
   elif config.stage == "pipeline":
     from citrus_jax import pipeline
     workdir = pipeline.run(config, workdir)
-  return workdir
+  preempted = any(str(getattr(r, "stopped_early", None) or "").startswith("preempted")
+                  for r in results)
+  return workdir, preempted
 
 
 def main(argv: list[str]) -> None:
@@ -71,11 +84,13 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from citrus_jax.runtime import ConfigError
   try:
-    workdir = run(_CONFIG.value)
+    workdir, preempted = run_job(_CONFIG.value)
   except ConfigError as e:
     print(f"config error: {e}", file=sys.stderr)
     sys.exit(2)
   print(workdir)
+  if preempted:
+    sys.exit(RESUMABLE_EXIT)
 
 
 if __name__ == "__main__":

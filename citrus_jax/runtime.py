@@ -107,10 +107,10 @@ def init_params_fn(config: ml_collections.ConfigDict, cfg: ModelConfig,
 
 
 def save_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Every run records exactly what it ran with, next to its checkpoints."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
+  """Every run records exactly what it ran with, next to its checkpoints (local or gs://)."""
+  from etils import epath
+  path = epath.Path(workdir) / "config.json"
   if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json_best_effort(indent=2))
+  return os.fspath(path)

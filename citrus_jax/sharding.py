@@ -133,17 +133,21 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                            process_id: int | None = None) -> bool:
   """`jax.distributed.initialize` when several hosts take part; a no-op on one host.
 
-  On TPU VMs and under SLURM JAX auto-detects everything; elsewhere pass the three values (or
-  set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID). Returns True if initialized.
+  Under SLURM (srun with several tasks) and on GKE JAX auto-detects everything. On Cloud TPU VMs
+  pass num_processes (the slice's host count; launch/tpu_pod.py does) and JAX reads the rest
+  from the TPU metadata. Elsewhere pass the three values (or set JAX_COORDINATOR_ADDRESS /
+  JAX_NUM_PROCESSES / JAX_PROCESS_ID). On CPU, processes talk through gloo (jax's default).
+  Returns True if initialized.
   """
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0") or 0) or None
   if process_id is None and os.environ.get("JAX_PROCESS_ID"):
     process_id = int(os.environ["JAX_PROCESS_ID"])
-  on_cluster = any(k in os.environ for k in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES"))
-  if not coordinator_address and not on_cluster:
-    return False
-  if num_processes == 1:
+  # What jax's SLURM detection needs (srun sets SLURM_STEP_NODELIST; a bare sbatch shell does
+  # not), or a GKE TPU pod.
+  slurm = "SLURM_STEP_NODELIST" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+  on_cluster = slurm or "TPU_WORKER_HOSTNAMES" in os.environ
+  if num_processes == 1 or not (coordinator_address or on_cluster or (num_processes or 0) > 1):
     return False
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)

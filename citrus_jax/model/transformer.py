@@ -224,8 +224,20 @@ def unembed_matrix(params: Params, cfg: ModelConfig) -> jax.Array:
   return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
 
 
+def _batch_sharded(x: jax.Array) -> jax.Array:
+  """Pins the leading (batch) axis to the data-parallel mesh axes when a mesh is set, so GSPMD
+  all-gathers the FSDP-sharded weight instead of the batch (it otherwise may gather the
+  [B*T, V] logits of the whole global batch on every device)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not {"data", "fsdp"} <= set(mesh.axis_names):
+    return x
+  spec = jax.sharding.PartitionSpec(("data", "fsdp"), *([None] * (x.ndim - 1)))
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
 def logits_from_hidden(params: Params, h_BTD: jax.Array, cfg: ModelConfig) -> jax.Array:
+  h_BTD = _batch_sharded(h_BTD)
   B, T, D = h_BTD.shape
   w_DV = unembed_matrix(params, cfg)
   logits = _dense(h_BTD.reshape(B * T, D), w_DV)
-  return logits.astype(jnp.float32).reshape(B, T, -1)
+  return _batch_sharded(logits.astype(jnp.float32).reshape(B, T, -1))

@@ -61,6 +61,15 @@ def random_init(cfg: ModelConfig, seed: int) -> Callable[[Any], Any]:
   return init
 
 
+def in_mesh(mesh: Mesh, fn: Callable) -> Callable:
+  """`fn` called with `mesh` set, so the model's activation sharding constraints apply when it
+  is traced (see transformer._batch_sharded)."""
+  def call(*args, **kwargs):
+    with jax.set_mesh(mesh):
+      return fn(*args, **kwargs)
+  return call
+
+
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Process-local numpy rows -> global arrays split over the data-parallel axes."""
   return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, v.ndim),
@@ -85,6 +94,15 @@ class _Preemption:
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+  def agreed(self) -> bool:
+    """Whether any process got SIGTERM, the same answer on all of them: hosts are signalled at
+    slightly different times, and all must save and stop at the same step (saving is a
+    collective). One tiny all-gather per step on multi-host runs."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
 
   def __exit__(self, *exc):
     if self._old is not None:
@@ -124,11 +142,11 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
     start = 0
 
   grad_accum = config.optim.get("grad_accum", 1)
-  step_fn = jax.jit(make_train_step(stage.loss_fn, optimizer, stage.totals_fn, grad_accum,
-                                    schedule),
-                    in_shardings=(state_sh, None), out_shardings=(state_sh, None),
-                    donate_argnums=0)
-  eval_fn = jax.jit(make_eval_step(stage.loss_fn, stage.totals_fn))
+  step_fn = in_mesh(mesh, jax.jit(make_train_step(stage.loss_fn, optimizer, stage.totals_fn,
+                                                  grad_accum, schedule),
+                                  in_shardings=(state_sh, None), out_shardings=(state_sh, None),
+                                  donate_argnums=0))
+  eval_fn = in_mesh(mesh, jax.jit(make_eval_step(stage.loss_fn, stage.totals_fn)))
   logger = metrics_log.MetricsLogger(workdir, tensorboard=config.get("tensorboard", True))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))
   peak = metrics_log.peak_flops()
@@ -178,7 +196,7 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
         logger.write(step, evaluate(eval_fn, state.params, stage.eval_batches(), mesh),
                      prefix="eval/")
       ckpt.save(step, state, stage.train_iter)
-      if preempt.requested:
+      if preempt.agreed():
         ckpt.save(step, state, stage.train_iter, force=True)
         ckpt.wait()
         stopped = "preempted (SIGTERM): saved and exiting"

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 
 from citrus_jax import multihost, runtime
 from citrus_jax.data import sft as sft_data
@@ -66,8 +67,8 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
 
 def is_complete(stage_dir: str) -> bool:
   """A stage is done once the engine has exported its params (the next stage's start)."""
-  return (os.path.exists(os.path.join(stage_dir, "model_config.json"))
-          and os.path.exists(os.path.join(stage_dir, "params")))
+  path = epath.Path(stage_dir)  # local or gs://
+  return (path / "model_config.json").exists() and (path / "params").exists()
 
 
 def load_data(config: ml_collections.ConfigDict, tok: Any, paths: Any, label: str
@@ -101,7 +102,7 @@ def resolve_steps(config: ml_collections.ConfigDict, data: sft_data.SftData, nam
   steps = sft_data.count_batches(data, d.seq_len, d.global_batch_size, epochs,
                                  pack=config.sft.get("pack", True), seed=config.seed,
                                  shuffle=d.get("shuffle", True),
-                                 process_count=jax.process_count())
+                                 process_count=d.get("num_shards", 0) or jax.process_count())
   if steps <= 0:
     raise runtime.ConfigError(
         f"[{name}] {epochs} epoch(s) of {data.audit.examples} examples make no full batch of "
@@ -161,8 +162,8 @@ def run_stage(config: ml_collections.ConfigDict, name: str, tok: Any) -> engine.
   mesh = runtime.make_mesh(config)
   runtime.save_resolved_config(config, config.workdir)
   if jax.process_index() == 0:
-    with open(os.path.join(config.workdir, "data_audit.json"), "w") as f:
-      json.dump(data.audit.as_dict(), f, indent=2)
+    (epath.Path(config.workdir) / "data_audit.json").write_text(
+        json.dumps(data.audit.as_dict(), indent=2))
   stage = build_stage(config, cfg, mesh, tok, name, data, num_steps, epochs, eval_data)
   return engine.train(config, cfg, stage, mesh, config.workdir)
 
@@ -199,9 +200,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, engine.Tra
       print(f"[{name}] stopped early ({result.stopped_early}); later stages not run", flush=True)
       break
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     done = [{"name": n, "workdir": c.workdir, "complete": is_complete(c.workdir)}
             for n, c in stages]
-    with open(os.path.join(workdir, "sft_stages.json"), "w") as f:
-      json.dump({"stages": done, "final": stages[-1][1].workdir}, f, indent=2)
+    (epath.Path(workdir) / "sft_stages.json").write_text(
+        json.dumps({"stages": done, "final": stages[-1][1].workdir}, indent=2))
   return results
