@@ -22,8 +22,8 @@ from citrus_jax import sharding
 from citrus_jax.model import transformer
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.train import checkpoint, metrics_log, optim
-from citrus_jax.train.step import LossFn, TotalsFn, TrainState, init_state, make_eval_step, \
-    make_train_step, token_totals
+from citrus_jax.train.step import LossFn, TotalsFn, init_state, make_eval_step, \
+    make_train_step, state_shardings, token_totals
 
 
 @dataclasses.dataclass
@@ -123,10 +123,7 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
   param_sh = sharding.param_shardings(model_cfg, mesh)
   abstract_params = jax.eval_shape(lambda: transformer.init_params(model_cfg, jax.random.key(0)))
   abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer, config.seed), abstract_params)
-  state_sh = TrainState(step=sharding.replicated(mesh), params=param_sh,
-                        opt_state=sharding.opt_state_shardings(abstract_state.opt_state, param_sh,
-                                                               mesh),
-                        rng=sharding.replicated(mesh))
+  state_sh = state_shardings(abstract_state, param_sh, mesh)
   ck = config.checkpoint
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=ck.every,
                                  keep=ck.keep, async_save=ck.get("async_save", True))

@@ -16,7 +16,7 @@ from citrus_jax import sharding
 from citrus_jax.model import transformer
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.train import losses, optim
-from citrus_jax.train.step import TrainState, init_state, make_train_step
+from citrus_jax.train.step import init_state, make_train_step, state_shardings
 
 GIB = 2 ** 30
 
@@ -51,10 +51,7 @@ def plan(config: Any, model_cfg: ModelConfig, devices: list[Any] | None = None) 
   abstract_params = jax.eval_shape(lambda: transformer.init_params(model_cfg, jax.random.key(0)))
   abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer, 0), abstract_params)
   param_sh = sharding.param_shardings(model_cfg, mesh)
-  state_sh = TrainState(step=sharding.replicated(mesh), params=param_sh,
-                        opt_state=sharding.opt_state_shardings(abstract_state.opt_state, param_sh,
-                                                               mesh),
-                        rng=sharding.replicated(mesh))
+  state_sh = state_shardings(abstract_state, param_sh, mesh)
   batch = config.plan.get("batch_size", 0) or config.data.global_batch_size
   seq = config.data.seq_len
   batch_shapes = {k: jax.ShapeDtypeStruct((batch, seq), jnp.float32 if k == "loss_mask"

@@ -34,6 +34,16 @@ def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) 
                     rng=jax.random.key_data(jax.random.key(seed)))
 
 
+def state_shardings(abstract_state: TrainState, param_shardings: Any, mesh: Any) -> TrainState:
+  """Where each part of the train state lives: params and their optimizer moments sharded alike,
+  step and rng replicated. Shared by training and plan mode."""
+  from citrus_jax import sharding
+  return TrainState(step=sharding.replicated(mesh), params=param_shardings,
+                    opt_state=sharding.opt_state_shardings(abstract_state.opt_state,
+                                                           param_shardings, mesh),
+                    rng=sharding.replicated(mesh))
+
+
 def token_totals(batch: Batch) -> dict[str, jax.Array]:
   """Normalisers for token-mean losses (CPT, SFT)."""
   mask = batch["loss_mask"].astype(jnp.float32)
