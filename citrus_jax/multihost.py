@@ -1,4 +1,6 @@
-"""Logical data shards: the global batch does not depend on how many hosts read it.
+"""Several processes (hosts): logical data shards, and host arrays <-> global arrays.
+
+Logical data shards: the global batch does not depend on how many hosts read it.
 
 The documents are split into `num_shards` shards (`source[s::num_shards]`), each packed and
 batched on its own into `global_batch // num_shards` rows. Process p reads the contiguous block
@@ -12,15 +14,24 @@ With `num_shards` left at 0 (one shard per process) this is exactly the per-proc
 Fixing it (e.g. to the largest process count you will use) makes a 1-host debug run see the
 same batches as the pod run, which is how tests/test_multihost.py checks multi-host training
 against a single process. Each process checkpoints the iterator states of its own shards.
+
+Generation and evaluation hold the SAME small host arrays (prompts, option pairs) on every
+process: `global_array` turns one into a global array on a mesh spanning all processes, each
+process filling only its own devices' shards, and `to_host` brings a result back whole to every
+process. On one process both are plain `device_put` / `device_get`. `process_sum` is the tiny
+all-gather by which processes agree on when to stop (SIGTERM, a host out of data).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import grain
+import jax
 import numpy as np
 
-MakeShard = Callable[[int, int], grain.IterDataset]
+if TYPE_CHECKING:
+  import grain
+
+MakeShard = Callable[[int, int], "grain.IterDataset"]  # grain is imported where it is used
 
 
 def shard_block(num_shards: int, process_index: int, process_count: int) -> range:
@@ -52,8 +63,8 @@ def sharded_dataset(make_shard: MakeShard, num_shards: int = 0, *, worker_count:
   worker processes are added here, once, around the whole thing. The zip stops at the shortest
   shard, so a finite epoch ends at the same step on every shard.
   """
+  import grain  # pylint: disable=g-import-not-at-top
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   block = shard_block(num_shards, process_index, process_count)
@@ -65,3 +76,38 @@ def sharded_dataset(make_shard: MakeShard, num_shards: int = 0, *, worker_count:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                      per_worker_buffer_size=2))
   return ds
+
+
+def global_array(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A host array that every process holds identically -> a global array laid out by `sharding`.
+
+  Each process copies only the slices its own devices hold (no cross-process check or
+  transfer); on one process this is `jax.device_put`."""
+  if sharding.is_fully_addressable:
+    return jax.device_put(x, sharding)
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(tree: Any) -> Any:
+  """numpy values of a pytree of (possibly multi-process) arrays, whole on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  def fetch(x: Any) -> Any:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x, tiled=True)  # the global value
+    return jax.device_get(x)
+  return jax.tree.map(fetch, tree)
+
+
+def process_sum(values: Sequence[float]) -> np.ndarray:
+  """Element-wise sum of a small vector over all processes (bools count as 0/1), the same on
+  every process, so all take the same branch before the next collective. Values travel as
+  float32 (exact for counts below 2**24 per process). One tiny all-gather; none on one process."""
+  x = np.asarray(values, np.float64)
+  if jax.process_count() == 1:
+    return x
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(x.astype(np.float32)).astype(np.float64).sum(axis=0)

@@ -130,3 +130,27 @@ def test_resolved_config_and_tensorboard_records(tmp_path):
   tb = os.listdir(tmp_path / "tensorboard")[0]
   records = metrics_log.read_records(str(tmp_path / "tensorboard" / tb))
   assert len(records) == 2 and b"train" not in records[1] and b"loss" in records[1]
+
+
+def test_sigterm_stops_after_the_step_whose_batch_was_read(tmp_path):
+  """SIGTERM while batch 3 is being read: step 3 still runs on it, then the state AND the data
+  position (3 batches) are saved together and training stops cleanly."""
+  import signal
+
+  def batches():
+    for i, b in enumerate(_batches(6)):
+      if i == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield b
+  stage = engine.Stage(name="test", loss_fn=losses.lm_loss_fn(CFG), train_iter=batches(),
+                       num_steps=6, init_params=engine.random_init(CFG, 0))
+  config = _config(6)
+  config.checkpoint.every = 100
+  before = signal.getsignal(signal.SIGTERM)
+  result = engine.train(config, CFG, stage, sharding.make_mesh((1, -1, 1)), str(tmp_path))
+  assert result.step == 3 and result.stopped_early.startswith("preempted")
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
+  assert ckpt.latest_step() == 3
+  ckpt.close()
+  assert sorted(metrics_log.read_metrics(os.path.join(tmp_path, "metrics.jsonl"))) == [1, 2, 3]
+  assert signal.getsignal(signal.SIGTERM) == before  # the engine's handler was removed

@@ -1,11 +1,9 @@
-"""Multi-host: logical data shards, and CPT + SFT on 2 processes x 4 CPU devices (gloo) with a
-crash of both processes and a resume, matching a 1-process 8-device run of the same config."""
+"""Multi-host: logical data shards; CPT + SFT on 2 processes x 4 CPU devices (gloo) with a
+crash of both processes and a resume, matching a 1-process 8-device run of the same config;
+uneven data across processes (all stop together, held-out loss weighted by global tokens); and
+evaluation (generation + log-likelihood) across processes, matching one process."""
 import json
 import os
-import pathlib
-import socket
-import subprocess
-import sys
 
 import grain
 import jax
@@ -14,8 +12,7 @@ import pytest
 
 from citrus_jax import multihost, sharding, tokenizer
 from citrus_jax.train import checkpoint, metrics_log
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from multihost_helpers import ROOT, launch as _launch, stderr_tail as _stderr
 WORDS = ("fever cough chest pain dyspnea troponin ecg asthma wheeze insulin glucose anemia "
          "ferritin migraine aura stroke thrombolysis sepsis lactate").split()
 
@@ -62,6 +59,17 @@ def test_sharded_iterator_state_resumes_exactly():
     np.testing.assert_array_equal(next(fresh)["x"], want)
 
 
+def test_host_arrays_on_one_process_are_plain_device_put_and_get():
+  mesh = sharding.make_mesh((1, -1, 1))
+  x = np.arange(32, dtype=np.int32).reshape(8, 4)
+  g = multihost.global_array(x, sharding.batch_sharding(mesh, 2))
+  assert g.sharding == sharding.batch_sharding(mesh, 2) and len(g.addressable_shards) == 8
+  back = multihost.to_host({"x": g * 2})
+  assert isinstance(back["x"], np.ndarray)
+  np.testing.assert_array_equal(back["x"], 2 * x)
+  np.testing.assert_array_equal(multihost.process_sum([True, 2.5]), [1.0, 2.5])
+
+
 # --- 2 processes x 4 devices against 1 process x 8 devices ------------------------------------
 
 
@@ -81,55 +89,6 @@ def data(tmp_path_factory):
               + "\n")
   model = tokenizer.train_sentencepiece([str(d / "corpus.txt")], str(d / "sp"), 320)
   return d, model
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _launch(args, processes, logdir, timeout=240):
-  """Runs the CLI as `processes` JAX processes (8 // processes CPU devices each) on loopback;
-  returns (returncode, stdout) per process."""
-  # A compilation cache shared by the runs of one test: a resume reuses the crashed run's
-  # executables (same programs, so the same numbers), which halves its start-up on 2 cores.
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // processes}",
-         "JAX_COMPILATION_CACHE_DIR": os.path.join(os.path.dirname(logdir), "jax_cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-  dist = []
-  if processes > 1:
-    dist = [f"--config.distributed.coordinator_address=127.0.0.1:{_free_port()}",
-            f"--config.distributed.num_processes={processes}"]
-  procs, logs = [], []
-  os.makedirs(logdir, exist_ok=True)
-  for i in range(processes):
-    out = open(os.path.join(logdir, f"process_{i}.out"), "w")
-    err = open(os.path.join(logdir, f"process_{i}.err"), "w")
-    cmd = [sys.executable, "-m", "citrus_jax.main", *args, *dist]
-    if processes > 1:
-      cmd.append(f"--config.distributed.process_id={i}")
-    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err))
-    logs.append((out, err))
-  try:
-    for p in procs:
-      p.wait(timeout=timeout)
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
-    for out, err in logs:
-      out.close()
-      err.close()
-  return [(p.returncode, pathlib.Path(o.name).read_text()) for p, (o, _) in zip(procs, logs)]
-
-
-def _stderr(logdir):
-  return "\n".join(pathlib.Path(logdir, f).read_text()[-2000:]
-                   for f in sorted(os.listdir(logdir)) if f.endswith(".err"))
 
 
 def _losses(metrics_path):
@@ -202,3 +161,71 @@ def test_two_hosts_crash_resume_and_match_one_host(data, tmp_path):
     a, b = (np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(
         checkpoint.load_params(str(tmp_path / d), cfg, sh))]) for d in (one, two))
     assert np.abs(a - b).mean() < 1e-7 and np.abs(a - b).max() < 5e-4, (one, two)
+
+
+@pytest.mark.slow
+def test_uneven_data_stops_all_processes_together(tmp_path):
+  """Process 0 holds 5 training batches, process 1 only 3 (and 3 vs 2 held-out batches): both
+  stop after step 3 and save; train and held-out losses equal one process reading the same
+  rows (held-out batch 3 has only process 0's rows; its halves hold different token counts, so
+  weighting by a process's own count would move the held-out loss)."""
+  script = ROOT / "tests" / "multihost_helpers.py"
+  runs = {}
+  for name, processes in (("one", 1), ("two", 2)):
+    out = _launch(["engine", tmp_path / name, "5,3", "3,2"], processes, tmp_path / f"{name}_log",
+                  timeout=300, script=script)
+    assert [r for r, _ in out] == [0] * processes, _stderr(tmp_path / f"{name}_log")
+    results = [json.loads(o.strip().splitlines()[-1]) for _, o in out]
+    assert [(r["step"], r["stopped"]) for r in results] == [(3, "data exhausted")] * processes
+    runs[name] = metrics_log.read_metrics(str(tmp_path / name / "metrics.jsonl"))
+  assert "data ran out on another process at step 3" in out[0][1]
+  assert sorted(runs["two"]) == sorted(runs["one"]) == [1, 2, 3]
+  for step in (1, 2, 3):
+    for key in ("train/loss", "eval/loss", "eval/perplexity"):
+      assert runs["two"][step][key] == pytest.approx(runs["one"][step][key], rel=2e-6), (step, key)
+  assert (tmp_path / "two" / "params").exists()  # the final save happened jointly
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "two" / "checkpoints"))
+  assert ckpt.latest_step() == 3
+  ckpt.close()
+
+
+MEDQA = ROOT / "tests" / "fixtures" / "harness" / "medqa_mini.jsonl"
+
+
+def _eval_args(workdir, model, mode):
+  return ["--config=configs/eval.py:tiny", f"--config.workdir={workdir}",
+          f"--config.tokenizer.path={model}", "--config.eval.benchmarks=medqa",
+          f"--config.eval.data_paths={MEDQA}",
+          f"--config.eval.mode={mode}", "--config.eval.max_new_tokens=8",
+          "--config.eval.batch_size=4", "--config.eval.timestamped=False",
+          "--config.progress=False"]
+
+
+@pytest.mark.slow
+def test_eval_across_processes_matches_one_process(data, tmp_path):
+  """The eval harness (greedy generation and option log-likelihoods) of a random tiny model on
+  a mesh over 2 processes x 4 devices gives the one-process 8-device records; process 0 writes."""
+  _, model = data
+  recs, outs = {}, {}
+  for name, processes in (("one", 1), ("two", 2)):
+    outs[name] = _launch(_eval_args(tmp_path / name, model, "both"), processes,
+                         tmp_path / f"{name}_log")
+    assert [r for r, _ in outs[name]] == [0] * processes, _stderr(tmp_path / f"{name}_log")
+    with open(tmp_path / name / "medqa.jsonl") as f:
+      recs[name] = [json.loads(line) for line in f]
+  one, two = recs["one"], recs["two"]
+  assert len(one) == len(two) == 8
+  # 8 items in batches of 4 on a data-parallel size of 8: half of every batch is padding rows.
+  for a, b in zip(one, two):
+    for key in ("id", "output", "n_new_tokens", "finish_reason", "pred", "correct"):
+      assert a[key] == b[key], key
+    assert a["loglik"]["pred"] == b["loglik"]["pred"]
+    for letter, opt in a["loglik"]["options"].items():
+      assert b["loglik"]["options"][letter]["loglik"] == pytest.approx(opt["loglik"], rel=1e-5)
+      assert b["loglik"]["options"][letter]["n_tokens"] == opt["n_tokens"]
+  assert len({r["output"] for r in one}) > 1  # real, differing outputs: a row mix-up would show
+  assert all(r["n_new_tokens"] > 0 for r in one)
+  # Only process 0 reports (and writes) the summary.
+  assert "macro_avg" in outs["two"][0][1] and "macro_avg" not in outs["two"][1][1]
+  with open(tmp_path / "two" / "summary.json") as f:
+    assert json.load(f)["benchmarks"]["medqa"]["n"] == 8

@@ -3,6 +3,8 @@ responses), then the sampling path with a tiny random model, and the written pai
 couple of CPO+SimPO steps."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from citrus_jax import chat
 from citrus_jax import tokenizer as tk
 from citrus_jax.data import preference as pref_data
-from citrus_jax.eval import prompts, rejection
+from citrus_jax.eval import prompts, rejection, rejection_cli
 from citrus_jax.eval.benchmarks import MCQItem
 from citrus_jax.model import transformer
 from citrus_jax.model.config import get_preset
@@ -263,6 +265,14 @@ def test_stats_and_write_pairs(tmp_path, questions, medqa):
     assert [json.loads(line) for line in f] == pairs
 
 
+def test_only_process_0_writes_pairs(tmp_path, monkeypatch, questions, medqa):
+  pairs, _ = rejection.make_pairs([medqa], [samples_of(medqa, [resp("B"), resp("C")])])
+  monkeypatch.setattr(rejection, "_is_main_process", lambda: False)  # as on process 1 of 2
+  path = tmp_path / "pairs.jsonl"
+  assert rejection.write_pairs(str(path), iter(pairs)) == len(pairs) == 1
+  assert not path.exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # Sampling with a tiny model
 
@@ -378,10 +388,10 @@ def test_cli_matches_api(model, questions, tmp_path):
   with open(QUESTIONS, encoding="utf-8") as f:
     qpath.write_text("".join(f.readlines()[:2]), encoding="utf-8")
   out = str(tmp_path / "pairs.jsonl")
-  stats = rejection.main(["--checkpoint", ckpt, "--tokenizer", tok.model_file, "--questions",
-                          str(qpath), "--out", out, "--samples_out", str(tmp_path / "s.jsonl"),
-                          "--n_samples", "3", "--max_new_tokens", "24", "--batch_size", "6",
-                          "--no_progress"])
+  stats = rejection_cli.main(["--checkpoint", ckpt, "--tokenizer", tok.model_file, "--questions",
+                              str(qpath), "--out", out, "--samples_out",
+                              str(tmp_path / "s.jsonl"), "--n_samples", "3", "--max_new_tokens",
+                              "24", "--batch_size", "6", "--no_progress"])
   with open(out + ".stats.json") as f:
     assert json.load(f)["samples"] == stats["samples"] == 6
   with open(tmp_path / "s.jsonl", encoding="utf-8") as f:
@@ -389,3 +399,11 @@ def test_cli_matches_api(model, questions, tmp_path):
   api = []
   rejection.sample_pairs(params, cfg, tok, questions[:2], seed=0, samples_out=api, **SAMPLING)
   assert cli == [[s["text"] for s in r["samples"]] for r in api]
+
+
+@pytest.mark.parametrize("module", ["citrus_jax.eval.rejection", "citrus_jax.eval.rejection_cli"])
+def test_both_module_names_run_the_command_line(module):
+  out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "--questions" in out.stdout and "--coordinator_address" in out.stdout

@@ -15,7 +15,8 @@ Output directory: <workdir>/eval_<YYYYmmdd-HHMMSS> (fresh per run), or workdir i
 config.eval.timestamped=False. It holds <benchmark>.jsonl (one record per item), summary.json and
 config.json. Summary per benchmark: n, n_correct, n_answered, n_no_answer, acc = correct / n,
 valid_acc = correct / answered (unmapped answers count as no answer), and under "loglik": acc and
-acc_norm; "macro_avg" averages them over benchmarks.
+acc_norm; "macro_avg" averages them over benchmarks. On several processes (one per host, a mesh
+over all devices) every process reads the same items and gets every result; process 0 writes.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ _SPLIT_WORDS = {"train", "dev", "val", "validation"}  # data_dir scans skip thes
 
 
 # ------------------------------------------------------------------------------------------------
-# Prompts
+# Prompts, scoring and summaries
 
 
 def item_messages(item: Any, prompt: str = "citrus") -> list[dict[str, str]]:
@@ -55,10 +56,6 @@ def _progress(total: int, desc: str, enabled: bool):
   from tqdm.auto import tqdm
   return tqdm(total=total, desc=desc, disable=not enabled or jax.process_index() != 0,
               dynamic_ncols=True, file=sys.stderr)
-
-
-# ------------------------------------------------------------------------------------------------
-# Scoring and summaries
 
 
 def _base_record(item: Any, benchmark: str) -> dict:
@@ -460,12 +457,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                                  "top_k", "loglik_form", "shuffle_options", "shuffle_seed")}
   settings.update(seed=config.seed, init=config.init.to_dict(), predictions=ev.predictions)
   if ev.mode == "prompts":
-    for key, bench in data.items():
-      if main:
+    if main:
+      for key, bench in data.items():
         _write_jsonl(os.path.join(outdir, f"{key}.prompts.jsonl"),
                      [{"id": it.id, "benchmark": key, "messages": item_messages(it, ev.prompt)}
                       for it in bench.items])
-    if main:
       with open(os.path.join(outdir, "summary.json"), "w") as f:
         json.dump({"settings": settings, "benchmarks": {k: {"n": len(b.items)}
                                                         for k, b in data.items()}}, f, indent=2)
@@ -501,5 +497,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
       _write_jsonl(os.path.join(outdir, f"{key}.jsonl"), recs)
     with open(os.path.join(outdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2, ensure_ascii=False)
-  print(format_table(summary), flush=True)
+    print(format_table(summary), flush=True)
   return outdir

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from citrus_jax import sharding
+from citrus_jax import multihost, sharding
 from citrus_jax.infer.sampler import bucket_batch, bucket_length
 from citrus_jax.model import transformer
 from citrus_jax.model.config import ModelConfig
@@ -118,11 +118,11 @@ def score_pairs(params: Any, cfg: ModelConfig, pairs: Sequence[tuple[list[int], 
     for r, i in enumerate(idx):
       tokens[r, T - len(seqs[i]):] = seqs[i]
       lengths[r], cont_lens[r] = len(seqs[i]), conts[i]
-    if mesh is not None:
-      tokens = jax.device_put(tokens, sharding.batch_sharding(mesh, 2))
-      lengths = jax.device_put(lengths, sharding.batch_sharding(mesh, 1))
-      cont_lens = jax.device_put(cont_lens, sharding.batch_sharding(mesh, 1))
-    ll, greedy = jax.device_get(_score_batch(params, tokens, lengths, cont_lens, cfg=cfg, K=K))
+    if mesh is not None:  # every process holds the same pairs: see multihost.global_array
+      tokens = multihost.global_array(tokens, sharding.batch_sharding(mesh, 2))
+      lengths = multihost.global_array(lengths, sharding.batch_sharding(mesh, 1))
+      cont_lens = multihost.global_array(cont_lens, sharding.batch_sharding(mesh, 1))
+    ll, greedy = multihost.to_host(_score_batch(params, tokens, lengths, cont_lens, cfg=cfg, K=K))
     for r, i in enumerate(idx):
       out[i] = {"loglik": float(ll[r]), "n_tokens": conts[i], "is_greedy": bool(greedy[r]),
                 "truncated": truncated[i]}

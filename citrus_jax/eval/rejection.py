@@ -30,22 +30,27 @@ the prompt turns hold the REAL question (the reference code saved a literal "{Q}
 
   python -m citrus_jax.eval.rejection --checkpoint runs/sft/final --tokenizer tok.model \
       --questions rl_questions.jsonl --out pairs.jsonl [--samples_out samples.jsonl]
+(the command line lives in rejection_cli.py). On several processes every process samples the
+same questions on a mesh spanning them all (`--mesh`), and only process 0 writes.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
 import os
 import re
 import sys
-import unicodedata
 from typing import Any, Callable, Iterable, Sequence
 
-from citrus_jax.eval import extract, prompts
+from citrus_jax.eval import extract
+# Questions and prompt styles live in rejection_questions; these names are part of this API.
+from citrus_jax.eval.rejection_questions import (PROMPT_STYLES, Messages, Question,  # noqa: F401
+                                                 QuestionError, as_questions, input_prompt,
+                                                 load_questions, open_prompt,
+                                                 open_prompt_with_system, question_from_record)
+from citrus_jax.eval.rejection_questions import fold_text as _fold
 
-Messages = list[dict[str, str]]
 Judge = Callable[[str, str, str], "bool | None"]  # (question, response, gold_text)
 Scorer = Callable[[str, str, str, bool], "float | None"]  # (question, response, gold, correct)
 GenerateFn = Callable[[list[list[int]], int], list[tuple[str, str]]]  # (prompts, seed) -> (text,
@@ -54,148 +59,6 @@ GenerateFn = Callable[[list[list[int]], int], list[tuple[str, str]]]  # (prompts
 REASONS = ("unfinished", "format", "stray_tags", "short_think", "language", "too_long",
            "same_answer", "duplicate")
 RESPONSE_REASONS = REASONS[:6]  # checked on every response; the rest only for pairs
-
-
-class QuestionError(ValueError):
-  """A question record that cannot be used; the message names file:line and field."""
-
-
-# ------------------------------------------------------------------------------------------------
-# Questions
-
-
-@dataclasses.dataclass(frozen=True)
-class Question:
-  """A training question; `options` may be empty (open answer, checked against gold_text)."""
-
-  id: str
-  question: str
-  options: dict[str, str]
-  gold: str | None  # gold letter when there are options
-  gold_text: str
-  context: str | None = None
-  input: str | None = None  # the record's own user prompt (e.g. the SFT-3 `input`), if any
-
-  @property
-  def text(self) -> str:
-    """The question as shown to the model: context and question, never the options."""
-    return prompts.format_question(self, with_options=False)
-
-
-def _options(value: Any, where: str) -> dict[str, str]:
-  if value is None:
-    return {}
-  if isinstance(value, list):
-    value = {chr(ord("A") + i): v for i, v in enumerate(value)}
-  if not isinstance(value, dict):
-    raise QuestionError(f"{where}: field 'options' must be a dict letter -> text or a list")
-  out = {}
-  for k, v in value.items():
-    if not (isinstance(k, str) and re.fullmatch(r"[A-Z]", k.strip()) and isinstance(v, str)
-            and v.strip()):
-      raise QuestionError(f"{where}: field 'options': entry {k!r}: {v!r} must map a letter A-Z "
-                          "to non-empty text")
-    out[k.strip()] = v.strip()
-  return out
-
-
-def question_from_record(record: Any, where: str = "", default_id: str = "") -> Question:
-  """A Question from a JSON record (MedQA layout, the clinic world's rl_questions, or open
-  question + answer text), an `MCQItem`, or a Question."""
-  if isinstance(record, Question):
-    return record
-  if hasattr(record, "options") and hasattr(record, "gold") and hasattr(record, "question"):
-    return Question(str(record.id), record.question, dict(record.options), record.gold,
-                    record.options[record.gold], getattr(record, "context", None))
-  if not isinstance(record, dict):
-    raise QuestionError(f"{where}: expected a JSON object, got {type(record).__name__}")
-  question = record.get("question")
-  if not isinstance(question, str) or not question.strip():
-    raise QuestionError(f"{where}: field 'question' must be a non-empty string")
-  options = _options(record.get("options"), where)
-  letter, answer = record.get("answer_idx"), record.get("answer")
-  for field, value in (("answer_idx", letter), ("answer", answer)):
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-      raise QuestionError(f"{where}: field {field!r} must be a non-empty string")
-  if letter is None and answer is None:
-    raise QuestionError(f"{where}: needs the gold as field 'answer_idx' (letter) and/or "
-                        "'answer' (text)")
-  if letter is not None:
-    letter = letter.strip()
-    if letter not in options:
-      raise QuestionError(f"{where}: field 'answer_idx' {letter!r} is not among the options "
-                          f"{sorted(options)}")
-    if answer is not None and _fold(answer) != _fold(options[letter]) and \
-        extract.map_to_option(answer, options) not in (letter, None):
-      raise QuestionError(f"{where}: field 'answer' {answer!r} names another option than "
-                          f"answer_idx {letter!r} ({options[letter]!r})")
-  elif options:
-    exact = [k for k, v in options.items() if _fold(v) == _fold(answer)]
-    letter = exact[0] if len(exact) == 1 else extract.map_to_option(answer, options)
-    if letter is None:
-      raise QuestionError(f"{where}: field 'answer' {answer!r} matches none of the options")
-  gold_text = options[letter] if letter is not None else answer.strip()
-  context = record.get("context") if isinstance(record.get("context"), str) else None
-  user_input = record.get("input") if isinstance(record.get("input"), str) else None
-  return Question(str(record.get("id", default_id)), question.strip(), options, letter,
-                  gold_text, context or None, user_input or None)
-
-
-def load_questions(path: str, limit: int = 0) -> list[Question]:
-  """Questions of a .jsonl file (blank lines skipped) or a .json list; errors name file:line."""
-  records: list[tuple[str, Any]] = []
-  with open(path, encoding="utf-8") as f:
-    if path.endswith(".json"):
-      data = json.load(f)
-      if not isinstance(data, list):
-        raise QuestionError(f"{path}: expected a JSON list of question records")
-      records = [(f"{path}:[{i}]", r) for i, r in enumerate(data)]
-    else:
-      for lineno, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            records.append((f"{path}:{lineno}", json.loads(line)))
-          except json.JSONDecodeError as e:
-            raise QuestionError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-  if limit > 0:
-    records = records[:limit]
-  out = [question_from_record(r, where, f"q{i}") for i, (where, r) in enumerate(records)]
-  _check_unique(out, path)
-  return out
-
-
-def _check_unique(questions: Sequence[Question], where: str) -> None:
-  seen = collections.Counter(q.id for q in questions)
-  dup = [k for k, n in seen.items() if n > 1]
-  if dup:
-    raise QuestionError(f"{where}: duplicate question ids {dup[:5]}")
-
-
-def as_questions(questions: Any) -> list[Question]:
-  """A path, or records / MCQItems / Questions -> Questions."""
-  if isinstance(questions, (str, os.PathLike)):
-    return load_questions(os.fspath(questions))
-  out = [question_from_record(r, f"questions[{i}]", f"q{i}") for i, r in enumerate(questions)]
-  _check_unique(out, "questions")
-  return out
-
-
-def open_prompt(q: Question) -> Messages:
-  """The Citrus open-question prompt (no options, no system persona) -- the default."""
-  return prompts.open_question_messages(q.text)
-
-
-def open_prompt_with_system(q: Question) -> Messages:
-  return prompts.open_question_messages(q.text, system=True)
-
-
-def input_prompt(q: Question) -> Messages:
-  """The record's own `input` (the exact prompt its SFT data used), else the open prompt."""
-  return [{"role": "user", "content": q.input}] if q.input else open_prompt(q)
-
-
-PROMPT_STYLES: dict[str, Callable[[Question], Messages]] = {
-    "open": open_prompt, "open_system": open_prompt_with_system, "input": input_prompt}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,11 +87,6 @@ def cjk_ratio(text: str) -> float:
 def language_of(text: str, threshold: float = 0.3) -> str:
   """"cjk" or "latin": enough for "is this reply in the question's language"."""
   return "cjk" if cjk_ratio(text) >= threshold else "latin"
-
-
-def _fold(text: str) -> str:
-  text = unicodedata.normalize("NFKC", text).lower()
-  return " ".join(re.sub(r"[^\w]+|_", " ", text).split())
 
 
 def open_match(answer: str, gold_text: str) -> bool:
@@ -456,16 +314,23 @@ def format_stats(stats: dict[str, Any]) -> str:
       f"filtered: {filt}; over the per-question limit {stats['over_limit']}"])
 
 
+def _is_main_process() -> bool:
+  import jax
+  return jax.process_index() == 0
+
+
 def write_pairs(path: str, pairs: Iterable[dict]) -> int:
-  """Writes JSONL (one pair per line, UTF-8); returns the number written."""
+  """Writes JSONL (one pair per line, UTF-8); returns the number of pairs. On several processes
+  (which all hold the same pairs) only process 0 writes."""
+  pairs = list(pairs)
+  if not _is_main_process():
+    return len(pairs)
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-  n = 0
   with open(path, "w", encoding="utf-8") as f:
     for p in pairs:
       f.write(json.dumps(p, ensure_ascii=False) + "\n")
-      n += 1
-  return n
+  return len(pairs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -536,7 +401,8 @@ def sample_responses(questions: Sequence[Question], tok: Any, generate_fn: Gener
   per_call = max(1, batch_size // n_samples)
   out: list[list[Sample] | None] = [None] * len(questions)
   from tqdm.auto import tqdm
-  with tqdm(total=len(questions), desc="rejection sampling", disable=not progress,
+  with tqdm(total=len(questions), desc="rejection sampling",
+            disable=not progress or not _is_main_process(),
             dynamic_ncols=True, file=sys.stderr) as bar:
     bar.update(len(questions) - len(todo))
     for k, start in enumerate(range(0, len(todo), per_call)):
@@ -601,89 +467,19 @@ def sample_pairs(params: Any, cfg: Any, tok: Any, questions: Any, *, n_samples: 
       if ss is not None:
         samples_out.append({"id": q.id, "gold": q.gold, "gold_text": q.gold_text,
                             "samples": [dataclasses.asdict(s) for s in ss]})
-  if verbose:
+  if verbose and _is_main_process():
     print(format_stats(stats), flush=True)
   return pairs, stats
 
 
 # ------------------------------------------------------------------------------------------------
-# Command line
-
-
-def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-  from citrus_jax import sharding
-  from citrus_jax.tokenizer import load_tokenizer
-  mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(","))) if args.mesh else None
-  tok = load_tokenizer(args.tokenizer or args.hf_dir)
-  if args.hf_dir:
-    from citrus_jax import hf
-    cfg, params = hf.load(args.hf_dir, mesh=mesh, dtype=args.dtype or None)
-  else:
-    from citrus_jax.train import checkpoint
-    cfg = checkpoint.read_model_config(args.checkpoint)
-    if args.dtype:
-      cfg = cfg.replace(param_dtype=args.dtype, compute_dtype=args.dtype)
-    shardings = sharding.param_shardings(cfg, mesh) if mesh is not None else None
-    params = checkpoint.load_params(args.checkpoint, cfg, shardings)
-  if cfg.vocab_size < tok.vocab_size:
-    raise ValueError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tok.vocab_size}")
-  return params, cfg, tok, mesh
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m citrus_jax.eval.rejection",
-                              description=__doc__.split("\n\n")[0])
-  src = p.add_mutually_exclusive_group(required=True)
-  src.add_argument("--checkpoint", help="citrus_jax params or run directory")
-  src.add_argument("--hf_dir", help="transformers checkpoint directory")
-  p.add_argument("--tokenizer", default="", help="tokenizer (.model / dir); default: --hf_dir")
-  p.add_argument("--questions", required=True, help="JSONL/JSON question records")
-  p.add_argument("--out", required=True, help="pairs JSONL; stats go to <out>.stats.json")
-  p.add_argument("--samples_out", default="", help="optional JSONL of every sample and verdict")
-  p.add_argument("--prompt", default="open", choices=sorted(PROMPT_STYLES))
-  p.add_argument("--n_samples", type=int, default=10)
-  p.add_argument("--temperature", type=float, default=0.7)
-  p.add_argument("--top_p", type=float, default=1.0)
-  p.add_argument("--top_k", type=int, default=0)
-  p.add_argument("--max_new_tokens", type=int, default=1024)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--batch_size", type=int, default=64, help="sequences per generate call")
-  p.add_argument("--min_think_chars", type=int, default=200)
-  p.add_argument("--max_pairs_per_question", type=int, default=3)
-  p.add_argument("--max_chars", type=int, default=12000)
-  p.add_argument("--unverified_as_wrong", action="store_true")
-  p.add_argument("--limit", type=int, default=0, help="> 0: only the first questions")
-  p.add_argument("--mesh", default="", help="e.g. 1,-1,1 (data, fsdp, tensor); default 1 device")
-  p.add_argument("--dtype", default="", help="param/compute dtype override, e.g. bfloat16")
-  p.add_argument("--no_progress", action="store_true")
-  args = p.parse_args(argv)
-  if args.checkpoint and not args.tokenizer:
-    p.error("--checkpoint needs --tokenizer")
-  return args
+# Command line: citrus_jax/eval/rejection_cli.py (kept importable and runnable from here).
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  args = parse_args(argv)
-  questions = load_questions(args.questions, args.limit)
-  params, cfg, tok, mesh = _load_model(args)
-  samples: list = []
-  pairs, stats = sample_pairs(
-      params, cfg, tok, questions, n_samples=args.n_samples, temperature=args.temperature,
-      top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
-      batch_size=args.batch_size, min_think_chars=args.min_think_chars,
-      max_pairs_per_question=args.max_pairs_per_question, max_chars=args.max_chars,
-      unverified_as_wrong=args.unverified_as_wrong, prompt_fn=PROMPT_STYLES[args.prompt],
-      mesh=mesh, progress=not args.no_progress,
-      samples_out=samples if args.samples_out else None)
-  write_pairs(args.out, pairs)
-  stats["settings"].update(questions=args.questions, prompt=args.prompt,
-                           model=args.checkpoint or args.hf_dir)
-  with open(args.out + ".stats.json", "w", encoding="utf-8") as f:
-    json.dump(stats, f, indent=2, ensure_ascii=False)
-  if args.samples_out:
-    write_pairs(args.samples_out, samples)
-  print(f"[rejection] wrote {len(pairs)} pairs to {args.out}", flush=True)
-  return stats
+  """`python -m citrus_jax.eval.rejection ...`: see `rejection_cli.main`."""
+  from citrus_jax.eval import rejection_cli
+  return rejection_cli.main(argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.layout import Layout, with_layout_constraint
 
-from citrus_jax import sharding
+from citrus_jax import multihost, sharding
 from citrus_jax.model import transformer
 from citrus_jax.model.config import ModelConfig
 
@@ -294,7 +294,9 @@ def generate(
 
   stop_ids defaults to (cfg.eos_token_id,); pass () to never stop early. stop_sequences are token
   id sequences matched on device against the newest generated tokens. With `mesh`, params are
-  placed with `sharding.param_shardings` and the batch is split over the data axes.
+  placed with `sharding.param_shardings` and the batch is split over the data axes. On several
+  processes (a mesh spanning them all) every process passes the same prompts and gets every
+  row back; params must already be global arrays on the mesh (or host numpy arrays).
   """
   if max_new_tokens < 1:
     raise ValueError(f"generate: max_new_tokens={max_new_tokens} must be >= 1")
@@ -326,15 +328,15 @@ def generate(
   tokens_BP, lengths_B = left_pad(prompts, P, B, pad_id)
   if mesh is not None:
     params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
-    tokens_BP = jax.device_put(tokens_BP, sharding.batch_sharding(mesh, 2))
-    lengths_B = jax.device_put(lengths_B, sharding.batch_sharding(mesh, 1))
+    tokens_BP = multihost.global_array(tokens_BP, sharding.batch_sharding(mesh, 2))
+    lengths_B = multihost.global_array(lengths_B, sharding.batch_sharding(mesh, 1))
   greedy = temperature == 0.0
   out = _generate_core(
       params, tokens_BP, lengths_B, jax.random.key(seed), jnp.float32(temperature or 1.0),
       jnp.float32(top_p), stop_ids_S, stop_seqs_MW, cfg=cfg, max_new_tokens=max_new_tokens,
       greedy=greedy, top_k=0 if greedy else top_k, use_top_p=(not greedy) and top_p < 1.0,
       pad_id=pad_id, mesh=mesh, split_layers=_platform(mesh) == "cpu")
-  out_tok, out_lp, out_slp, stopped, n_gen = jax.device_get(out)
+  out_tok, out_lp, out_slp, stopped, n_gen = multihost.to_host(out)
   rows = range(len(prompts))
   return GenerationResult(
       tokens=[out_tok[i, :n_gen[i]].tolist() for i in rows],

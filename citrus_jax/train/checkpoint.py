@@ -114,7 +114,9 @@ def load_params(directory: str, cfg: ModelConfig | None = None, shardings: Any =
   """Params from a params directory, or from a run's latest checkpoint (its state's params).
 
   `cfg` overrides dtype/scan/remat of the saved config; shapes must match. With `shardings` the
-  tensors are restored straight onto them (possibly a different mesh than they were saved on).
+  tensors are restored straight onto them (possibly a different mesh than they were saved on);
+  without, whole onto this process's first device, whatever devices saved them (pod params
+  opened on a laptop).
   """
   from citrus_jax.model import transformer
   path = epath.Path(directory)
@@ -123,9 +125,11 @@ def load_params(directory: str, cfg: ModelConfig | None = None, shardings: Any =
   if cfg is None:
     raise ValueError(f"{path}: no model_config.json; pass the model config explicitly")
   abstract = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
-  if shardings is not None:
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, shardings)
+  if shardings is None:
+    shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+                             abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
   if (path / "params").exists():
     return ocp.StandardCheckpointer().restore(path / "params", abstract)
   # A CheckpointManager directory: take params from the latest state (partial restore).
@@ -134,9 +138,8 @@ def load_params(directory: str, cfg: ModelConfig | None = None, shardings: Any =
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"{path}: neither params/ nor any checkpoint step found")
-  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, dtype=a.dtype)
-                              if getattr(a, "sharding", None) is not None
-                              else ocp.RestoreArgs(dtype=a.dtype), abstract)
+  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, dtype=a.dtype),
+                              abstract)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item={"params": abstract}, restore_args={"params": restore_args}, partial_restore=True)))
   return restored["state"]["params"]

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from citrus_jax import sharding
+from citrus_jax import multihost, sharding
 from citrus_jax.model import transformer
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.train import checkpoint, metrics_log, optim
@@ -78,7 +78,8 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop saves at the next step boundary and exits cleanly."""
+  """SIGTERM sets a flag; the loop finishes the step it has read a batch for, saves and exits
+  cleanly."""
 
   def __init__(self):
     self.requested = False
@@ -95,14 +96,13 @@ class _Preemption:
     del signum, frame
     self.requested = True
 
-  def agreed(self) -> bool:
-    """Whether any process got SIGTERM, the same answer on all of them: hosts are signalled at
-    slightly different times, and all must save and stop at the same step (saving is a
-    collective). One tiny all-gather per step on multi-host runs."""
-    if jax.process_count() == 1:
-      return self.requested
-    from jax.experimental import multihost_utils
-    return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
+  def agree(self, has_batch: bool) -> tuple[bool, bool]:
+    """(every process has a batch for the next step, some process got SIGTERM), the same answer
+    on all of them: hosts are signalled at slightly different times and can run out of data at
+    different steps (uneven shards of a finite epoch), and all must step, save (a collective) and
+    stop together. One tiny all-gather per step on multi-host runs."""
+    out_of_data, preempted = multihost.process_sum([not has_batch, self.requested])
+    return not out_of_data, bool(preempted)
 
   def __exit__(self, *exc):
     if self._old is not None:
@@ -157,11 +157,15 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
   step = start
   with _Preemption() as preempt:
     while step < stage.num_steps:
-      try:
-        local = next(stage.train_iter)
-      except StopIteration:
+      # The agreement comes after reading the batch, so a SIGTERM is acted on after the step
+      # that uses it: the saved data position is then the one the saved state has seen.
+      local = next(stage.train_iter, None)
+      have_batches, preempted = preempt.agree(local is not None)
+      if not have_batches:
         stopped = "data exhausted"
-        print(f"[{stage.name}] data ran out at step {step} of {stage.num_steps}", flush=True)
+        where = "" if local is None else " on another process"
+        print(f"[{stage.name}] data ran out{where} at step {step} of {stage.num_steps}",
+              flush=True)
         break
       tokens_since += stage.tokens_in_batch(local)
       state, metrics = step_fn(state, to_global(local, mesh))
@@ -193,7 +197,7 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
         logger.write(step, evaluate(eval_fn, state.params, stage.eval_batches(), mesh),
                      prefix="eval/")
       ckpt.save(step, state, stage.train_iter)
-      if preempt.agreed():
+      if preempted:
         ckpt.save(step, state, stage.train_iter, force=True)
         ckpt.wait()
         stopped = "preempted (SIGTERM): saved and exiting"
@@ -216,12 +220,29 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
 
 def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]],
              mesh: Mesh) -> dict[str, float]:
-  """Token-weighted mean of each metric over the held-out batches."""
+  """Token-weighted mean of each metric over the held-out batches.
+
+  A batch's metrics are means over its GLOBAL tokens, so it weighs its global token count (the
+  processes' counts summed). Processes may hold different numbers of held-out batches: one that
+  has run out feeds an all-padding batch (no tokens) until every process has."""
   sums: dict[str, float] = {}
   weight = 0.0
-  for local in batches:
-    w = float(np.asarray(local.get("loss_mask", np.ones(1))).sum()) or 1.0
+  batches, blank = iter(batches), None
+  while True:
+    local = next(batches, None)
+    if local is not None and blank is None:
+      blank = {k: np.zeros_like(v) for k, v in local.items()}
+    tokens = 0.0 if local is None else float(np.asarray(local.get("loss_mask", np.ones(1))).sum())
+    n_have, w = multihost.process_sum([local is not None, tokens])
+    if not n_have:
+      break
+    if local is None:
+      if blank is None:
+        raise ValueError("evaluate: this process has no held-out batch while others have; "
+                         "every process needs at least one")
+      local = blank
     metrics = jax.device_get(eval_fn(params, to_global(local, mesh)))
+    w = w or 1.0
     for k, v in metrics.items():
       sums[k] = sums.get(k, 0.0) + float(v) * w
     weight += w
@@ -229,4 +250,3 @@ def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndar
   if "loss" in out:
     out["perplexity"] = math.exp(min(out.get("nll", out["loss"]), 50.0))
   return out
-

@@ -1,4 +1,5 @@
 """Run logs: a JSONL metrics file, TensorBoard event files (no TensorFlow needed), and MFU.
+Both are written through etils.epath, so a gs:// workdir gets them next to its checkpoints.
 
 TensorBoard's format is a TFRecord stream of `Event` protos; the three fields we write
 (wall_time, step, summary.value[tag, simple_value]) are encoded here by hand in ~30 lines,
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 import jax
+from etils import epath
 
 # Dense bf16 peak FLOP/s per chip, for MFU. Keys are matched against `device.device_kind`.
 PEAK_FLOPS = {
@@ -116,33 +118,74 @@ def read_records(path: str) -> list[bytes]:
   return out
 
 
-class MetricsLogger:
-  """Writes scalars to `metrics.jsonl` and a TensorBoard event file; only process 0 writes."""
+def can_append(path: Any) -> bool:
+  """Local files can be appended to; object stores (gs://, s3://) cannot."""
+  return "://" not in os.fspath(path)
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+
+class _AppendFile:
+  """An append-only log file through etils.epath. Local files are appended to and flushed at
+  every write. Object stores (gs://) cannot append and show an object only once it is closed,
+  so there the whole content (earlier runs' lines included) is rewritten, at most every
+  `flush_secs` and on close."""
+
+  def __init__(self, path: epath.Path, append: bool | None = None, flush_secs: float = 30.0):
+    self.path, self.flush_secs = path, flush_secs
+    self.append = can_append(path) if append is None else append
+    self._file = path.open("ab") if self.append else None
+    self._data = bytearray(path.read_bytes() if not self.append and path.exists() else b"")
+    self._dirty, self._last = False, time.monotonic()
+
+  def write(self, data: bytes) -> None:
+    if self._file is not None:
+      self._file.write(data)
+      self._file.flush()
+      return
+    self._data += data
+    self._dirty = True
+    if time.monotonic() - self._last >= self.flush_secs:
+      self._rewrite()
+
+  def _rewrite(self) -> None:
+    self.path.write_bytes(bytes(self._data))
+    self._dirty, self._last = False, time.monotonic()
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+    elif self._dirty:
+      self._rewrite()
+
+
+class MetricsLogger:
+  """Writes scalars to `metrics.jsonl` and a TensorBoard event file; only process 0 writes.
+
+  `workdir` may be local or remote (gs://...: see `_AppendFile`); `append=None` picks by path."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True, append: bool | None = None,
+               flush_secs: float = 30.0):
     self.active = jax.process_index() == 0
-    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    workdir = epath.Path(workdir)
+    self.jsonl_path = os.fspath(workdir / "metrics.jsonl")
     self._jsonl = self._tb = None
     if not self.active:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(self.jsonl_path, "a")
+    workdir.mkdir(parents=True, exist_ok=True)
+    self._jsonl = _AppendFile(workdir / "metrics.jsonl", append, flush_secs)
     if tensorboard:
-      tb_dir = os.path.join(workdir, "tensorboard")
-      os.makedirs(tb_dir, exist_ok=True)
+      tb_dir = workdir / "tensorboard"
+      tb_dir.mkdir(parents=True, exist_ok=True)
       name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
-      self._tb = open(os.path.join(tb_dir, name), "ab")
+      self._tb = _AppendFile(tb_dir / name, append, flush_secs)
       self._tb.write(encode_record(encode_event(0, file_version="brain.Event:2")))
 
   def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
     if not self.active:
       return
     scalars = {f"{prefix}{k}": float(v) for k, v in metrics.items()}
-    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
-    self._jsonl.flush()
+    self._jsonl.write((json.dumps({"step": int(step), **scalars}) + "\n").encode())
     if self._tb:
       self._tb.write(encode_record(encode_event(int(step), scalars)))
-      self._tb.flush()
 
   def close(self) -> None:
     for f in (self._jsonl, self._tb):
@@ -153,12 +196,14 @@ class MetricsLogger:
 def read_metrics(path: str, prefix: str = "") -> dict[int, dict[str, float]]:
   """step -> metrics from a metrics.jsonl; a resumed run's re-done steps replace earlier lines."""
   out: dict[int, dict[str, float]] = {}
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return out
-  with open(path) as f:
-    for line in f:
-      row = json.loads(line)
-      keys = [k for k in row if k != "step" and k.startswith(prefix)]
-      if keys:
-        out.setdefault(row["step"], {}).update({k: row[k] for k in keys})
+  for line in path.read_text().splitlines():
+    if not line.strip():
+      continue
+    row = json.loads(line)
+    keys = [k for k in row if k != "step" and k.startswith(prefix)]
+    if keys:
+      out.setdefault(row["step"], {}).update({k: row[k] for k in keys})
   return out

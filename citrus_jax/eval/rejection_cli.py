@@ -1,0 +1,107 @@
+"""Command line of rejection sampling (eval/rejection.py): a model, questions -> pairs JSONL.
+
+  python -m citrus_jax.eval.rejection_cli --checkpoint runs/sft/sft3 --tokenizer tok.model \
+      --questions rl_questions.jsonl --out pairs.jsonl [--samples_out samples.jsonl] [--mesh 1,-1,1]
+
+(`python -m citrus_jax.eval.rejection` runs the same.) Writes the pairs, <out>.stats.json and the
+optional samples. On several hosts start one process per host with the same arguments plus
+--coordinator_address/--num_processes/--process_id (not needed under SLURM or on a TPU pod) and a
+--mesh over all devices: every process samples the same questions, and process 0 writes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Sequence
+
+from citrus_jax.eval import rejection
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+  from citrus_jax import sharding
+  from citrus_jax.tokenizer import load_tokenizer
+  mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(","))) if args.mesh else None
+  tok = load_tokenizer(args.tokenizer or args.hf_dir)
+  if args.hf_dir:
+    from citrus_jax import hf
+    cfg, params = hf.load(args.hf_dir, mesh=mesh, dtype=args.dtype or None)
+  else:
+    from citrus_jax.train import checkpoint
+    cfg = checkpoint.read_model_config(args.checkpoint)
+    if args.dtype:
+      cfg = cfg.replace(param_dtype=args.dtype, compute_dtype=args.dtype)
+    shardings = sharding.param_shardings(cfg, mesh) if mesh is not None else None
+    params = checkpoint.load_params(args.checkpoint, cfg, shardings)
+  if cfg.vocab_size < tok.vocab_size:
+    raise ValueError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tok.vocab_size}")
+  return params, cfg, tok, mesh
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m citrus_jax.eval.rejection",
+                              description=rejection.__doc__.split("\n\n")[0])
+  src = p.add_mutually_exclusive_group(required=True)
+  src.add_argument("--checkpoint", help="citrus_jax params or run directory")
+  src.add_argument("--hf_dir", help="transformers checkpoint directory")
+  p.add_argument("--tokenizer", default="", help="tokenizer (.model / dir); default: --hf_dir")
+  p.add_argument("--questions", required=True, help="JSONL/JSON question records")
+  p.add_argument("--out", required=True, help="pairs JSONL; stats go to <out>.stats.json")
+  p.add_argument("--samples_out", default="", help="optional JSONL of every sample and verdict")
+  p.add_argument("--prompt", default="open", choices=sorted(rejection.PROMPT_STYLES))
+  p.add_argument("--n_samples", type=int, default=10)
+  p.add_argument("--temperature", type=float, default=0.7)
+  p.add_argument("--top_p", type=float, default=1.0)
+  p.add_argument("--top_k", type=int, default=0)
+  p.add_argument("--max_new_tokens", type=int, default=1024)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--batch_size", type=int, default=64, help="sequences per generate call")
+  p.add_argument("--min_think_chars", type=int, default=200)
+  p.add_argument("--max_pairs_per_question", type=int, default=3)
+  p.add_argument("--max_chars", type=int, default=12000)
+  p.add_argument("--unverified_as_wrong", action="store_true")
+  p.add_argument("--limit", type=int, default=0, help="> 0: only the first questions")
+  p.add_argument("--mesh", default="", help="e.g. 1,-1,1 (data, fsdp, tensor); default 1 device")
+  p.add_argument("--dtype", default="", help="param/compute dtype override, e.g. bfloat16")
+  p.add_argument("--no_progress", action="store_true")
+  p.add_argument("--coordinator_address", default="",
+                 help="several processes: host:port of process 0 (or set JAX_COORDINATOR_ADDRESS;"
+                      " SLURM and TPU pods need none of these)")
+  p.add_argument("--num_processes", type=int, default=0)
+  p.add_argument("--process_id", type=int, default=-1)
+  args = p.parse_args(argv)
+  if args.checkpoint and not args.tokenizer:
+    p.error("--checkpoint needs --tokenizer")
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  args = parse_args(argv)
+  from citrus_jax import sharding
+  sharding.initialize_distributed(args.coordinator_address or None, args.num_processes or None,
+                                  None if args.process_id < 0 else args.process_id)
+  questions = rejection.load_questions(args.questions, args.limit)
+  params, cfg, tok, mesh = _load_model(args)
+  samples: list = []
+  pairs, stats = rejection.sample_pairs(
+      params, cfg, tok, questions, n_samples=args.n_samples, temperature=args.temperature,
+      top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
+      batch_size=args.batch_size, min_think_chars=args.min_think_chars,
+      max_pairs_per_question=args.max_pairs_per_question, max_chars=args.max_chars,
+      unverified_as_wrong=args.unverified_as_wrong, prompt_fn=rejection.PROMPT_STYLES[args.prompt],
+      mesh=mesh, progress=not args.no_progress,
+      samples_out=samples if args.samples_out else None)
+  rejection.write_pairs(args.out, pairs)  # these writes: process 0 only
+  stats["settings"].update(questions=args.questions, prompt=args.prompt,
+                           model=args.checkpoint or args.hf_dir)
+  if args.samples_out:
+    rejection.write_pairs(args.samples_out, samples)
+  import jax
+  if jax.process_index() == 0:
+    with open(args.out + ".stats.json", "w", encoding="utf-8") as f:
+      json.dump(stats, f, indent=2, ensure_ascii=False)
+    print(f"[rejection] wrote {len(pairs)} pairs to {args.out}", flush=True)
+  return stats
+
+
+if __name__ == "__main__":
+  main()
