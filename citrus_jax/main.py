@@ -82,7 +82,10 @@ def run_job(config) -> tuple[str, bool]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from absl import flags, logging
   from citrus_jax.runtime import ConfigError
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every save and restore at INFO
+    logging.set_verbosity(logging.WARNING)
   try:
     workdir, preempted = run_job(_CONFIG.value)
   except ConfigError as e:

@@ -66,9 +66,10 @@ def _world_sizes(scale: float) -> dict[str, int]:
   return {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
 
 
-def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0.5) -> str:
+def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0.75) -> str:
   """SFT-3 chats in both prompt styles the model meets later: the evaluation prompt (persona +
-  question with its options) and the open question of rejection sampling (no options)."""
+  question with its options, the style of rejection sampling and evaluation) and Citrus's open
+  question (no options)."""
   import random
   from citrus_jax.eval import prompts
   rng = random.Random(seed)
@@ -76,9 +77,7 @@ def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0
     for line in f_in:
       rec = json.loads(line)
       if rng.random() < with_options_fraction:
-        names = [rec["answer"]] + list(rec["rivals"])[:3]
-        rng.shuffle(names)
-        question = rec["question"] + "\n" + prompts.format_options(dict(zip("ABCD", names)))
+        question = rec["question"] + "\n" + prompts.format_options(rec["options"])
         messages = [{"role": "system", "content": prompts.SYSTEM_PROMPT},
                     {"role": "user", "content": prompts.citrus_user_prompt(question)}]
       else:
@@ -120,17 +119,25 @@ def step_data(config, step_dir):
 
 
 def step_tokenizer(config, step_dir, paths):
+  """A BPE tokenizer on the world's text, chats included (so the prompts' fixed wording and the
+  persona are cheap). With `tokenizer_phrases` pieces may span words: frequent phrases (the
+  template, findings, condition names) become single ids, about 1.7x fewer tokens per example."""
   from citrus_jax import tokenizer
   corpus = os.path.join(step_dir, "corpus.txt")
   with open(corpus, "w") as out:
     for key, fields in (("cpt", ("text",)), ("sft1", ("input", "target")),
-                        ("sft2", ("input", "target")), ("sft3", ("input", "target"))):
+                        ("sft2", ("input", "target"))):
       with open(paths[key]) as f:
         for line in f:
           rec = json.loads(line)
           out.write("\n".join(rec[k] for k in fields) + "\n")
-  model = tokenizer.train_sentencepiece([corpus], os.path.join(step_dir, "sp"),
-                                        config.demo.tokenizer_vocab)
+    with open(paths["sft3_chat"]) as f:
+      for line in f:
+        out.write("\n".join(m["content"] for m in json.loads(line)["messages"]) + "\n")
+  d = config.demo
+  model = tokenizer.train_sentencepiece([corpus], os.path.join(step_dir, "sp"), d.tokenizer_vocab,
+                                        split_by_whitespace=not d.tokenizer_phrases,
+                                        max_piece_length=64 if d.tokenizer_phrases else 16)
   return {"model": model, "vocab_size": tokenizer.load_tokenizer(model).vocab_size}
 
 
@@ -139,7 +146,6 @@ def step_cpt(config, step_dir, paths, tok_path):
   from citrus_jax.train import cpt
   c = _stage_config(cpt_config, "demo", config, step_dir, tok_path, train_paths=paths["cpt"])
   c.data.seq_len = config.demo.cpt_seq_len
-  c.data.global_batch_size = 2 * config.data.global_batch_size
   c.train.num_steps = config.demo.cpt_steps
   c.optim.lr = config.demo.cpt_lr
   result = cpt.run(c, step_dir)
@@ -172,7 +178,7 @@ def gold_fallback_pairs(questions: list[dict], samples: list[dict], limit: int) 
   """Pairs for questions where no sample was correct: the world's own expert-pathway chain as
   chosen, one of the model's wrong or unusable samples as rejected. Used only to top up a weak
   model's pairs (counted separately in the report), so the RL stage always has data."""
-  from citrus_jax.eval import prompts
+  from citrus_jax.eval import prompts, rejection
   by_id = {q["id"]: q for q in questions}
   out = []
   for rec in samples:
@@ -183,7 +189,7 @@ def gold_fallback_pairs(questions: list[dict], samples: list[dict], limit: int) 
                      and s["text"].strip() != q["target"].strip()), None)
     if rejected is None:
       continue
-    prompt = prompts.open_question_messages(q["question"])
+    prompt = prompts.citrus_messages(rejection.question_from_record(q, q["id"], q["id"]))
     out.append({"chosen": prompt + [{"role": "assistant", "content": q["target"]}],
                 "rejected": prompt + [{"role": "assistant", "content": rejected}],
                 "source": "gold_fallback", "id": q["id"]})
@@ -194,7 +200,7 @@ def gold_fallback_pairs(questions: list[dict], samples: list[dict], limit: int) 
 
 def step_rejection(config, step_dir, paths, tok_path, sft3_dir):
   from citrus_jax import tokenizer
-  from citrus_jax.eval import rejection
+  from citrus_jax.eval import prompts, rejection
   tok = tokenizer.load_tokenizer(tok_path)
   cfg, params = _load(sft3_dir)
   with open(paths["rl_questions"]) as f:
@@ -205,7 +211,7 @@ def step_rejection(config, step_dir, paths, tok_path, sft3_dir):
       params, cfg, tok, questions, n_samples=d.rs_samples, temperature=d.rs_temperature,
       max_new_tokens=d.rs_max_new_tokens, seed=config.seed, batch_size=d.eval_batch_size,
       min_think_chars=d.rs_min_think_chars, unverified_as_wrong=d.rs_unverified_as_wrong,
-      progress=config.progress, samples_out=samples)
+      progress=config.progress, samples_out=samples, prompt_fn=prompts.citrus_messages)
   n_sampled = len(pairs)
   if n_sampled < d.rs_min_pairs:
     extra = gold_fallback_pairs(questions, samples, d.rs_min_pairs - n_sampled)

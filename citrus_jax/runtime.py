@@ -1,6 +1,7 @@
 """What every entry point does first: check the config, build mesh and model config, pick init."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
@@ -86,6 +87,11 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int | None 
     vocab = m.get("vocab_size", 0) or vocab_size
     if vocab:
       base = base.replace(vocab_size=int(vocab))
+    # Shape fields set in config.model (e.g. config.model.n_layers = 4) override the preset.
+    shape = {f.name: m[f.name] for f in dataclasses.fields(ModelConfig)
+             if f.name in m and f.name not in numerics and f.name != "vocab_size"
+             and m[f.name] not in (None, 0, "")}
+    base = base.replace(**shape)
   return base.replace(**numerics).validate()
 
 

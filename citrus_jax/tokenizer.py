@@ -141,6 +141,8 @@ def train_sentencepiece(text_files: Sequence[str], model_prefix: str, vocab_size
                         character_coverage: float = 0.9995,
                         input_sentence_size: int = 0,
                         max_sentence_length: int = 16384,
+                        split_by_whitespace: bool = True,
+                        max_piece_length: int = 16,
                         num_threads: int = 1) -> str:
   """Trains our BPE layout (module doc) on text files, one sentence per line; returns the .model.
 
@@ -149,6 +151,8 @@ def train_sentencepiece(text_files: Sequence[str], model_prefix: str, vocab_size
   sentencepiece's fixed internal seed: spm.set_random_generator_seed has no effect on it in 0.2.3);
   0 uses them all. Lines longer than `max_sentence_length` bytes are skipped by sentencepiece.
   The same files and arguments give a byte-identical model; num_threads does not change the pieces.
+  `split_by_whitespace=False` lets pieces span words (up to `max_piece_length` characters): on a
+  small templated corpus, frequent phrases become single ids, so sequences are much shorter.
   """
   if chat_format not in chat.FORMATS:
     raise ValueError(f"unknown chat_format {chat_format!r}; expected one of {chat.FORMATS}")
@@ -169,7 +173,8 @@ def train_sentencepiece(text_files: Sequence[str], model_prefix: str, vocab_size
         unk_id=0, bos_id=1, eos_id=2, pad_id=3, unk_piece="<unk>", bos_piece="<s>",
         eos_piece="</s>", pad_piece="<pad>", user_defined_symbols=symbols,
         input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
-        max_sentence_length=max_sentence_length, num_threads=num_threads, minloglevel=2)
+        max_sentence_length=max_sentence_length, split_by_whitespace=split_by_whitespace,
+        max_sentencepiece_length=max_piece_length, num_threads=num_threads, minloglevel=2)
   except RuntimeError as e:
     raise ValueError(f"sentencepiece training on {list(text_files)} with vocab_size={vocab_size} "
                      f"failed: {e}") from e

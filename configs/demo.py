@@ -13,19 +13,17 @@ import ml_collections
 from configs import base
 
 # preset -> knobs that set the size of the run.
-# Token budget: the demo model trains at ~1k tokens/s on 2 CPU cores (benchmarks/), so the whole
-# run trains on a few hundred thousand tokens; SFT rows of 768 tokens hold about two examples.
+# Token budget: the "clinic" model trains at ~5k tokens/s on 2 CPU cores; SFT rows of 256 tokens
+# hold one chat (phrase tokenizer: ~125 prompt + ~85 answer tokens).
 _PRESETS = {
-    "default": dict(model="demo", vocab=4096, cpt_seq_len=256, seq_len=768, batch=8,
-                    cpt_steps=80, sft_steps=(12, 8, 70), rs_questions=64, rs_samples=4,
-                    rl_epochs=1, eval_items=200, eval_max_new_tokens=288, world_scale=1.0),
-    "small": dict(model="demo", vocab=4096, cpt_seq_len=256, seq_len=768, batch=8,
-                  cpt_steps=30, sft_steps=(5, 5, 40), rs_questions=24, rs_samples=4,
-                  rl_epochs=1, eval_items=60, eval_max_new_tokens=256, world_scale=0.5),
-    # A smoke run (~3 min on 2 cores; the notebook's test): a 512-piece vocabulary and a handful
-    # of steps. The demo model, not "tiny": its 256 positions cannot hold the eval prompts. SFT-3
-    # chats are longer than seq_len with this vocabulary and are left-truncated.
-    "tiny": dict(model="demo", vocab=512, cpt_seq_len=128, seq_len=384, batch=8,
+    "default": dict(model="clinic", vocab=4096, cpt_seq_len=256, seq_len=256, batch=8,
+                    cpt_steps=200, sft_steps=(100, 60, 500), rs_questions=64, rs_samples=4,
+                    rl_epochs=1, eval_items=200, eval_max_new_tokens=160, world_scale=1.0),
+    "small": dict(model="clinic", vocab=4096, cpt_seq_len=256, seq_len=256, batch=8,
+                  cpt_steps=80, sft_steps=(30, 20, 200), rs_questions=32, rs_samples=4,
+                  rl_epochs=1, eval_items=100, eval_max_new_tokens=160, world_scale=0.5),
+    # A smoke run (~3 min on 2 cores; the notebook's test): a handful of steps.
+    "tiny": dict(model="clinic", vocab=1024, cpt_seq_len=128, seq_len=256, batch=8,
                  cpt_steps=10, sft_steps=(3, 3, 10), rs_questions=8, rs_samples=2,
                  rl_epochs=3, eval_items=16, eval_max_new_tokens=32, world_scale=0.1),
 }
@@ -48,8 +46,9 @@ def get_config(preset: str = "default"):
       world_seed=0,
       world_scale=p["world_scale"],  # multiplies the world's default split sizes
       tokenizer_vocab=p["vocab"],
-      cpt_steps=p["cpt_steps"], cpt_lr=2e-3, cpt_seq_len=p["cpt_seq_len"],
-      sft_steps=p["sft_steps"], sft_lr=1e-3,
+      tokenizer_phrases=True,  # pieces may span words (frequent phrases become one id)
+      cpt_steps=p["cpt_steps"], cpt_lr=3e-3, cpt_seq_len=p["cpt_seq_len"],
+      sft_steps=p["sft_steps"], sft_lr=3e-3,
       sft3_source="template",  # template | synth (expert-pathway synthesis output)
       rs_questions=p["rs_questions"], rs_samples=p["rs_samples"], rs_temperature=0.7,
       rs_max_new_tokens=p["eval_max_new_tokens"], rs_min_think_chars=100,

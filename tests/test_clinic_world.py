@@ -271,6 +271,21 @@ def test_sft3_targets_are_well_formed(world_files):
     assert answer.lower() in think.lower()  # the chain names its conclusion
     for rival in r["rivals"]:  # ... and discusses every look-alike it rules out
       assert rival in TABLE[answer].lookalikes and rival.lower() in think.lower()
+    # The pathway: findings, the differential in the options' order, one verdict per candidate
+    # (a rival is set aside by a finding of the case that rules it out), the conclusion.
+    lines = think.split("\n")
+    options = list(r["options"].values())
+    assert sorted(options) == sorted([answer, *r["rivals"]])
+    assert lines[0].startswith("The patient is ") and all(f in lines[0] for f in r["findings"])
+    assert lines[1] == f"The differential includes {cw._join(cw.mid(o) for o in options)}."
+    for option, line in zip(options, lines[2:-1], strict=True):
+      if option == answer:
+        assert line == f"{cw.mid(option)[0].upper()}{cw.mid(option)[1:]} explains every finding."
+      else:
+        finding = re.fullmatch(rf"{re.escape(cw.mid(option))} does not fit (.+)\.", line,
+                               re.IGNORECASE).group(1)
+        assert finding in r["findings"] and _rules_out(finding, option), (option, finding)
+    assert lines[-1] == f"So the diagnosis is {cw.mid(answer)}."
     assert r["input"] == cw.citrus_prompt(r["question"])
     lengths.append(len(r["question"]) + len(r["target"]))
   assert sum(lengths) / len(lengths) < 1500 and max(lengths) < 2200

@@ -310,118 +310,83 @@ def render_vignette(world: World, case: Case, patient: Patient, rng: random.Rand
   return " ".join(parts)
 
 
-def _telling(world: World, findings, rng: random.Random) -> str:
-  """One of the two most telling findings: abnormal before normal, history last, then rarest."""
-  def kind(f):
-    return (f in NORMAL_FINDINGS, world.category[f] == "history")
-  ranked = sorted(findings, key=lambda f: (kind(f), len(world.having[f])))
-  return rng.choice([f for f in ranked[:2] if kind(f) == kind(ranked[0])])
+def _telling(world: World, findings) -> str:
+  """The most telling finding: abnormal before normal, history last, then the rarest."""
+  return min(findings, key=lambda f: (f in NORMAL_FINDINGS, world.category[f] == "history",
+                                      len(world.having[f]), f))
 
 
-def reasoning(world: World, case: Case, patient: Patient, rng: random.Random,
-              note_p: float = 0.2) -> str:
-  """An expert-pathway chain: collect findings, list a differential, eliminate, conclude."""
-  gold, facts = case.condition, list(case.findings)
-  shared = {r: sorted((f for f in facts if f in world.findings(r)), key=lambda f: f in NONSPECIFIC)
-            for r in case.rivals}
-  lines = [rng.choice(["Let me collect the key facts first.", "First, the facts of the case.",
-                       "Let me organise what we know."]),
-           f"The patient is {patient.describe()} with {_join(facts)}."]
-  candidates = [*case.rivals, gold]
-  rng.shuffle(candidates)
-  names = _join(mid(c) for c in candidates)
-  lines.append(rng.choice([f"These findings could fit several conditions: {names}.",
-                           f"The differential includes {names}.",
-                           f"Candidates to consider: {names}.",
-                           f"Which conditions share this picture? {_cap(names)} come to mind."]))
-  first = None
-  if rng.random() < 0.35:
-    first = max(case.rivals, key=lambda r: (sum(f not in NONSPECIFIC for f in shared[r]),
-                                            len(shared[r])))
-    if shared[first]:
-      lines.append(f"My first thought is {mid(first)}, because of {_join(shared[first][:2])}.")
-      candidates.remove(first)
-      candidates.insert(0, first)
-    else:
-      first = None
+def reasoning(world: World, case: Case, patient: Patient, candidates, vignette: str = "") -> str:
+  """An expert-pathway chain: collect the findings, list the differential, test each candidate
+  against the findings (naming the most telling one it cannot explain), conclude.
+
+  One fixed phrasing: a small model then spends its few minutes of training on which findings
+  go with which condition rather than on style. Findings are listed in the vignette's order and
+  candidates in the options' order, so those parts are copies of the question.
+  """
+  gold = case.condition
+  facts = sorted(case.findings, key=lambda f: vignette.find(f) % (len(vignette) + 1))
+  lines = [f"The patient is {patient.describe()} with {_join(facts)}.",
+           f"The differential includes {_join(mid(c) for c in candidates)}."]
   for c in candidates:
     if c == gold:
-      lines.append(_gold_line(world, case, rng))
-      continue
-    f = _telling(world, [x for x in facts if x in world.excluders[c]], rng)
-    s, m = shared[c][:2], mid(c)
-    if c == first:
-      line = f"Wait, {f} does not fit {m}, so I should set it aside."
-    elif s and rng.random() < 0.6:
-      line = rng.choice([f"{_cap(m)} would explain {_join(s)}, but {f} does not fit it, so it is "
-                         "unlikely.", f"Could it be {m}? It shares {_join(s)} with this picture. "
-                         f"Wait, {f} argues against {m}, so it is less likely."])
-    elif f in NORMAL_FINDINGS:
-      line = rng.choice([f"What about {m}? {_cap(f)} makes it unlikely.",
-                         f"{_cap(m)}? {_cap(f)} argues against it."])
+      lines.append(f"{_cap(mid(c))} explains every finding.")
     else:
-      line = rng.choice([f"What about {m}? It does not typically cause {f}, so it is less likely.",
-                         f"Alternatively, {m}. However, {f} would be unusual in {m}.",
-                         f"{_cap(m)}? {_cap(f)} argues against it."])
-    note = world.conditions[gold].lookalikes[c]
-    if rng.random() < note_p and world.clean(note):
-      line += " " + note
-    lines.append(line)
-  lines.append(rng.choice(["Hence, the most likely diagnosis is {}.", "Putting it together, this "
-                           "is {}.", "So the diagnosis is {}.", "Therefore, {} is the best "
-                           "explanation."]).format(mid(gold)))
+      f = _telling(world, [x for x in facts if x in world.excluders[c]])
+      lines.append(f"{_cap(mid(c))} does not fit {f}.")
+  lines.append(f"So the diagnosis is {mid(gold)}.")
   return "\n".join(lines)
-
-
-def _gold_line(world: World, case: Case, rng: random.Random) -> str:
-  m = mid(case.condition)
-  if case.mode == "unique":
-    u = _telling(world, [f for f in case.findings
-                         if all(f in world.excluders[r] for r in case.rivals)], rng)
-    if u in NORMAL_FINDINGS:
-      return f"{_cap(m)} fits everything, and {u} rules out the alternatives."
-    return rng.choice([f"{_cap(m)} explains all of the findings, and {u} is characteristic of it.",
-                       f"{_cap(m)} fits everything; in particular, {u} points specifically to it."])
-  order = sorted(rng.sample(case.findings, len(case.findings)), key=lambda f: f in NONSPECIFIC)
-  f, r = next((f, r) for f in order for r in case.rivals if f in world.findings(r))
-  return (f"{_cap(m)} is consistent with every finding. None of them is specific on its own "
-          f"({f} is also seen in {mid(r)}), but only {m} accounts for the whole combination.")
 
 
 def cot_target(think: str, answer: str) -> str:
   return f"<think>\n{think}\n</think>\n<answer>\n{answer}\n</answer>"
 
 
+def option_order(case: Case, rng: random.Random) -> list[str]:
+  """The gold and its rivals in option order, the gold's position uniform."""
+  options = list(case.rivals)
+  rng.shuffle(options)
+  options.insert(rng.randrange(len(options) + 1), case.condition)
+  return options
+
+
+def _lettered(names) -> dict[str, str]:
+  return dict(zip("ABCDEFGHIJ", names))
+
+
 def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[[str], str],
               *, item_id: str, max_chars: int = MAX_CHARS) -> dict:
   """An SFT-3 / RL record: open question, gold name, Citrus prompt and expert-pathway target.
 
-  Renders up to three surface forms and keeps the first with question + target <= max_chars
-  (else the shortest), so examples fit a short context.
+  The chain weighs the candidates in the order of the record's `options` (so a prompt that lists
+  the options matches the chain). Renders up to three surface forms and keeps the first with
+  question + target <= max_chars (else the shortest), so examples fit a short context.
   """
   drafts = []
+  candidates = option_order(case, rng)
   for _ in range(3):
     patient = make_patient(world, case, rng, case.rivals)
-    question = f"{render_vignette(world, case, patient, rng)} {rng.choice(OPEN_ASKS)}"
-    drafts.append((question, cot_target(reasoning(world, case, patient, rng), case.condition)))
+    vignette = render_vignette(world, case, patient, rng)
+    question = f"{vignette} {rng.choice(OPEN_ASKS)}"
+    think = reasoning(world, case, patient, candidates, vignette)
+    drafts.append((question, cot_target(think, case.condition)))
     if len(drafts[-1][0]) + len(drafts[-1][1]) <= max_chars:
       break
   question, target = min(drafts, key=lambda d: len(d[0]) + len(d[1]))
+  options = _lettered(candidates)
   return {"id": item_id, "question": question, "answer": case.condition,
           "input": prompt_fn(question), "target": target, "mode": case.mode,
-          "findings": list(case.findings), "rivals": list(case.rivals)}
+          "findings": list(case.findings), "rivals": list(case.rivals), "options": options,
+          "answer_idx": next(k for k, v in options.items() if v == case.condition)}
 
 
 def mcq_item(world: World, case: Case, rng: random.Random, *, item_id: str, group: str) -> dict:
   """A MedQA-layout item; the options are the gold and its rivals, gold letter uniform."""
   patient = make_patient(world, case, rng, case.rivals)
-  options = list(case.rivals)
-  rng.shuffle(options)
-  gold_pos = rng.randrange(len(options) + 1)
-  options.insert(gold_pos, case.condition)
-  letters = "ABCDEFGHIJ"[:len(options)]
+  options = _lettered(option_order(case, rng))
   return {"id": item_id, "question": f"{render_vignette(world, case, patient, rng)} {MCQ_ASK}",
-          "options": dict(zip(letters, options)), "answer_idx": letters[gold_pos],
+          "options": options, "answer_idx": next(k for k, v in options.items()
+                                                 if v == case.condition),
           "answer": case.condition, "meta_info": "clinic_world", "group": group,
           "mode": case.mode, "findings": list(case.findings)}
 
@@ -482,10 +447,8 @@ def train_cases(world: World, rng: random.Random, n: int, held_out: set, seen: s
 
 
 def rl_item(world: World, case: Case, rng: random.Random, prompt_fn, *, item_id: str) -> dict:
-  """A rejection-sampling question: the open record plus the MCQ options to verify answers."""
+  """A rejection-sampling question: the open record, whose options verify answers."""
   item = open_item(world, case, rng, prompt_fn, item_id=item_id)
-  mcq = mcq_item(world, case, rng, item_id=item_id, group="")
-  item.update(options=mcq["options"], answer_idx=mcq["answer_idx"])
   item["group"] = "shared_only" if case.mode == "shared" else "unique_finding"
   return item
 
@@ -541,7 +504,7 @@ def case_report_doc(world: World, rng: random.Random, case: Case) -> str:
   parts = [rng.choice(["Case report.", "Clinical case.", "Case:"]),
            render_vignette(world, case, patient, rng)]
   for r in rng.sample(case.rivals, rng.randint(1, 2)):
-    f = _telling(world, [x for x in case.findings if x in world.excluders[r]], rng)
+    f = _telling(world, [x for x in case.findings if x in world.excluders[r]])
     parts.append(f"{_cap(mid(r))} was considered, but {f} did not fit.")
   parts.append(rng.choice(["The diagnosis was {}.", "A diagnosis of {} was made.",
                            "The final diagnosis was {}."]).format(mid(case.condition)))
@@ -739,7 +702,7 @@ def sft2_record(world: World, rng: random.Random, name: str, held_out: set):
   lines = [f"1. {name}: explains all of the findings."]
   for i, r in enumerate(case.rivals):
     s = [f for f in case.findings if f in world.findings(r)][:2]
-    f = _telling(world, [x for x in case.findings if x in world.excluders[r]], rng)
+    f = _telling(world, [x for x in case.findings if x in world.excluders[r]])
     lines.append(f"{i + 2}. {r}: " + (f"shares {_join(s)} but " if s else "is a look-alike but ")
                  + f"does not explain {f}.")
   tests = [t for t in c.tests if t not in case.findings and t not in NORMAL_FINDINGS]
