@@ -148,6 +148,7 @@ def step_cpt(config, step_dir, paths, tok_path):
   c.data.seq_len = config.demo.cpt_seq_len
   c.train.num_steps = config.demo.cpt_steps
   c.optim.lr = config.demo.cpt_lr
+  runtime.save_resolved_config(c, step_dir)
   result = cpt.run(c, step_dir)
   return {"workdir": step_dir, "steps": result.step, "loss": result.last_metrics.get("loss")}
 
@@ -235,6 +236,7 @@ def step_rl(config, step_dir, pairs_path, tok_path, sft3_dir):
   c.rl.max_prompt_length = config.demo.rl_max_prompt_length
   c.data.global_batch_size = min(config.data.global_batch_size, 8)
   c.train.num_steps = 0
+  runtime.save_resolved_config(c, step_dir)
   result = rl.run(c, step_dir)
   return {"workdir": step_dir, "steps": result.step,
           "metrics": {k: v for k, v in result.last_metrics.items()}}
