@@ -77,7 +77,8 @@ def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0
     for line in f_in:
       rec = json.loads(line)
       if rng.random() < with_options_fraction:
-        question = rec["question"] + "\n" + prompts.format_options(rec["options"])
+        options = dict(zip("ABCDEFGHIJ", rec["candidates"]))
+        question = rec["question"] + "\n" + prompts.format_options(options)
         messages = [{"role": "system", "content": prompts.SYSTEM_PROMPT},
                     {"role": "user", "content": prompts.citrus_user_prompt(question)}]
       else:

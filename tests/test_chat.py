@@ -7,6 +7,7 @@ import pytest
 
 from citrus_jax import chat
 from citrus_jax import tokenizer as tk
+from helpers import with_generation_tags
 
 transformers = pytest.importorskip("transformers")
 
@@ -88,21 +89,6 @@ def test_render_matches_transformers(tokenizers, kind, conv, gen):
   assert tok.decode(trained, skip_special=False) == "".join(c + eot for c in contents)
   if tok.chat_format != "chatml":  # Qwen's ChatML writes no BOS
     assert r.tokens[0] == tok.bos_id and not r.assistant_mask[0]
-
-
-def with_generation_tags(template, fmt):
-  """The same template with transformers' {% generation %} around assistant content + eot."""
-  if fmt == "llama3":
-    old = "{{- message['content'] | trim }}{{- '<|eot_id|>' }}"
-    new = ("{%- if message['role'] == 'assistant' %}{% generation %}{{- message['content'] | trim"
-           " + '<|eot_id|>' }}{% endgeneration %}{%- else %}" + old + "{%- endif %}")
-  else:
-    old = "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    new = ("{%- if message['role'] == 'assistant' %}{{- '<|im_start|>assistant\\n' }}"
-           "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
-           "{{- '\\n' }}{%- else %}" + old + "{%- endif %}")
-  assert old in template
-  return template.replace(old, new)
 
 
 @pytest.mark.parametrize("conv", ["single", "multi", "system_multi"])

@@ -274,7 +274,7 @@ def test_sft3_targets_are_well_formed(world_files):
     # The pathway: findings, the differential in the options' order, one verdict per candidate
     # (a rival is set aside by a finding of the case that rules it out), the conclusion.
     lines = think.split("\n")
-    options = list(r["options"].values())
+    options = r["candidates"]
     assert sorted(options) == sorted([answer, *r["rivals"]])
     assert lines[0].startswith("The patient is ") and all(f in lines[0] for f in r["findings"])
     assert lines[1] == f"The differential includes {cw._join(cw.mid(o) for o in options)}."

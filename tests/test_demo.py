@@ -66,7 +66,7 @@ def test_every_step_ran_and_reported(run):
 @pytest.mark.slow
 def test_stages_are_chained(run):
   """Each stage starts from the previous one's params: its config says so, and its first loss
-  is far below a random model's (ln V nats)."""
+  is well below a random model's (ln V nats)."""
   workdir, _ = run
   chain = [("sft/sft1", "cpt"), ("sft/sft2", "sft/sft1"), ("sft/sft3", "sft/sft2"),
            ("rl", "sft/sft3")]
@@ -74,9 +74,10 @@ def test_stages_are_chained(run):
     cfg = _json(workdir / stage / "config.json")
     assert os.path.samefile(cfg["init"]["checkpoint"], workdir / parent), (stage, cfg["init"])
   vocab = _json(workdir / "tokenizer" / "done.json")["vocab_size"]
-  with open(workdir / "sft" / "sft1" / "metrics.jsonl") as f:
-    first = next(json.loads(line) for line in f if "train/loss" in line)
-  assert first["train/loss"] < math.log(vocab) - 2.0, first
+  for stage in ("sft1", "sft2", "sft3"):  # a random init starts at ln V (its logits are ~0)
+    with open(workdir / "sft" / stage / "metrics.jsonl") as f:
+      first = next(json.loads(line) for line in f if "train/loss" in line)
+    assert first["train/loss"] < math.log(vocab) - 0.5, (stage, first)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from citrus_jax import chat
 from citrus_jax import tokenizer as tk
 from citrus_jax.data import sft
 from citrus_jax.data.sources import DataError
+from helpers import with_generation_tags
 
 HERE = os.path.dirname(__file__)
 SFT = os.path.join(HERE, "fixtures", "sft")
@@ -42,28 +43,13 @@ def _records(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _with_generation_tags(template, fmt):
-  """The template with transformers' {% generation %} around assistant content + end-of-turn."""
-  if fmt == "llama3":
-    old = "{{- message['content'] | trim }}{{- '<|eot_id|>' }}"
-    new = ("{%- if message['role'] == 'assistant' %}{% generation %}{{- message['content'] | trim"
-           " + '<|eot_id|>' }}{% endgeneration %}{%- else %}" + old + "{%- endif %}")
-  else:
-    old = "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    new = ("{%- if message['role'] == 'assistant' %}{{- '<|im_start|>assistant\\n' }}"
-           "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
-           "{{- '\\n' }}{%- else %}" + old + "{%- endif %}")
-  assert old in template
-  return template.replace(old, new)
-
-
 @pytest.mark.parametrize("kind", ["sp_llama3", "sp_chatml", "bpe_llama3", "bpe_chatml"])
 def test_weights_are_transformers_assistant_masks_and_shift_to_targets(toks, kind, tmp_path):
   transformers = pytest.importorskip("transformers")
   tok = toks[kind]
   tok.save_hf(str(tmp_path / "hf"))
   hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
-  tagged = _with_generation_tags(tok.chat_template, tok.chat_format)
+  tagged = with_generation_tags(tok.chat_template, tok.chat_format)
   eot = chat.END_OF_TURN[tok.chat_format]
   records = _records(CITRUS) + _records(CHAT)
   for record in records:

@@ -358,8 +358,8 @@ def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[
               *, item_id: str, max_chars: int = MAX_CHARS) -> dict:
   """An SFT-3 / RL record: open question, gold name, Citrus prompt and expert-pathway target.
 
-  The chain weighs the candidates in the order of the record's `options` (so a prompt that lists
-  the options matches the chain). Renders up to three surface forms and keeps the first with
+  The chain weighs the candidates in the order of the record's `candidates` (a prompt that lists
+  them as options, in that order, matches the chain). Renders up to three surface forms and keeps the first with
   question + target <= max_chars (else the shortest), so examples fit a short context.
   """
   drafts = []
@@ -373,11 +373,10 @@ def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[
     if len(drafts[-1][0]) + len(drafts[-1][1]) <= max_chars:
       break
   question, target = min(drafts, key=lambda d: len(d[0]) + len(d[1]))
-  options = _lettered(candidates)
   return {"id": item_id, "question": question, "answer": case.condition,
           "input": prompt_fn(question), "target": target, "mode": case.mode,
-          "findings": list(case.findings), "rivals": list(case.rivals), "options": options,
-          "answer_idx": next(k for k, v in options.items() if v == case.condition)}
+          "findings": list(case.findings), "rivals": list(case.rivals),
+          "candidates": candidates}
 
 
 def mcq_item(world: World, case: Case, rng: random.Random, *, item_id: str, group: str) -> dict:
@@ -449,6 +448,8 @@ def train_cases(world: World, rng: random.Random, n: int, held_out: set, seen: s
 def rl_item(world: World, case: Case, rng: random.Random, prompt_fn, *, item_id: str) -> dict:
   """A rejection-sampling question: the open record, whose options verify answers."""
   item = open_item(world, case, rng, prompt_fn, item_id=item_id)
+  item["options"] = _lettered(item["candidates"])
+  item["answer_idx"] = next(k for k, v in item["options"].items() if v == case.condition)
   item["group"] = "shared_only" if case.mode == "shared" else "unique_finding"
   return item
 
