@@ -67,9 +67,9 @@ def _world_sizes(scale: float) -> dict[str, int]:
 
 
 def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0.75) -> str:
-  """SFT-3 chats in both prompt styles the model meets later: the evaluation prompt (persona +
-  question with its options, the style of rejection sampling and evaluation) and Citrus's open
-  question (no options)."""
+  """SFT-3 chats in the two prompt styles: the evaluation prompt (persona + question with its
+  options, in the record's candidate order; also the prompt of rejection sampling), or, for the
+  other records, Citrus's open question (no options)."""
   import random
   from citrus_jax.eval import prompts
   rng = random.Random(seed)
@@ -96,7 +96,8 @@ def step_data(config, step_dir):
                                    sizes=_world_sizes(config.demo.world_scale),
                                    prompt_fn=prompts.citrus_user_prompt)
   paths["sft3_chat"] = restyle_sft3(paths["sft3"], os.path.join(step_dir, "sft3_chat.jsonl"),
-                                    config.demo.world_seed)
+                                    config.demo.world_seed,
+                                    config.demo.get("sft3_options_fraction", 0.75))
   # Decontamination against the held-out splits. The world is templated, so plain 13-gram overlap
   # flags shared phrasing; near-copies (half of an item's n-grams in one example) are dropped.
   train_keys = ("cpt", "sft1", "sft2", "sft3_chat", "rl_questions")

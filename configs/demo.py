@@ -17,7 +17,7 @@ from configs import base
 # hold one chat (phrase tokenizer: ~125 prompt + ~85 answer tokens).
 _PRESETS = {
     "default": dict(model="clinic", vocab=4096, cpt_seq_len=256, seq_len=256, batch=8,
-                    cpt_steps=200, sft_steps=(100, 60, 500), rs_questions=64, rs_samples=4,
+                    cpt_steps=150, sft_steps=(100, 60, 800), rs_questions=64, rs_samples=4,
                     rl_epochs=1, eval_items=200, eval_max_new_tokens=160, world_scale=1.0),
     "small": dict(model="clinic", vocab=4096, cpt_seq_len=256, seq_len=256, batch=8,
                   cpt_steps=80, sft_steps=(30, 20, 200), rs_questions=32, rs_samples=4,
@@ -50,6 +50,7 @@ def get_config(preset: str = "default"):
       cpt_steps=p["cpt_steps"], cpt_lr=3e-3, cpt_seq_len=p["cpt_seq_len"],
       sft_steps=p["sft_steps"], sft_lr=3e-3,
       sft3_source="template",  # template | synth (expert-pathway synthesis output)
+      sft3_options_fraction=1.0,  # SFT-3 chats with the options listed (the rest: open question)
       rs_questions=p["rs_questions"], rs_samples=p["rs_samples"], rs_temperature=0.7,
       rs_max_new_tokens=p["eval_max_new_tokens"], rs_min_think_chars=100,
       rs_unverified_as_wrong=True,  # an answer naming no option is a wrong answer

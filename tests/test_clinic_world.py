@@ -271,20 +271,19 @@ def test_sft3_targets_are_well_formed(world_files):
     assert answer.lower() in think.lower()  # the chain names its conclusion
     for rival in r["rivals"]:  # ... and discusses every look-alike it rules out
       assert rival in TABLE[answer].lookalikes and rival.lower() in think.lower()
-    # The pathway: findings, the differential in the options' order, one verdict per candidate
-    # (a rival is set aside by a finding of the case that rules it out), the conclusion.
+    # The pathway: an impression, its supporting findings, the differential (the impression and
+    # its look-alikes among the candidates, in the order of its look-alike list), one line per
+    # look-alike set aside by a finding of the case that rules it out, the conclusion.
     lines = think.split("\n")
-    options = r["candidates"]
-    assert sorted(options) == sorted([answer, *r["rivals"]])
-    assert lines[0].startswith("The patient is ") and all(f in lines[0] for f in r["findings"])
-    assert lines[1] == f"The differential includes {cw._join(cw.mid(o) for o in options)}."
-    for option, line in zip(options, lines[2:-1], strict=True):
-      if option == answer:
-        assert line == f"{cw.mid(option)[0].upper()}{cw.mid(option)[1:]} explains every finding."
-      else:
-        finding = re.fullmatch(rf"{re.escape(cw.mid(option))} does not fit (.+)\.", line,
-                               re.IGNORECASE).group(1)
-        assert finding in r["findings"] and _rules_out(finding, option), (option, finding)
+    assert sorted(r["candidates"]) == sorted([answer, *r["rivals"]])
+    assert lines[0] == f"The findings point to {cw.mid(answer)}."
+    assert lines[1] == f"Supporting findings: {cw._join(r['findings'])}."
+    order = [c for c in TABLE[answer].lookalikes if c in r["rivals"]]
+    assert lines[2] == f"The differential includes {cw._join(cw.mid(c) for c in [answer, *order])}."
+    for rival, line in zip(order, lines[3:-1], strict=True):
+      finding = re.fullmatch(rf"{re.escape(cw.mid(rival))} does not fit (.+)\.", line,
+                             re.IGNORECASE).group(1)
+      assert finding in r["findings"] and _rules_out(finding, rival), (rival, finding)
     assert lines[-1] == f"So the diagnosis is {cw.mid(answer)}."
     assert r["input"] == cw.citrus_prompt(r["question"])
     lengths.append(len(r["question"]) + len(r["target"]))

@@ -317,23 +317,26 @@ def _telling(world: World, findings) -> str:
 
 
 def reasoning(world: World, case: Case, patient: Patient, candidates, vignette: str = "") -> str:
-  """An expert-pathway chain: collect the findings, list the differential, test each candidate
-  against the findings (naming the most telling one it cannot explain), conclude.
+  """An expert-pathway chain: a leading impression, the findings that support it, the
+  differential (the impression and its look-alikes among the candidates), each look-alike set
+  aside by the most telling finding it cannot explain, the conclusion.
 
-  One fixed phrasing: a small model then spends its few minutes of training on which findings
-  go with which condition rather than on style. Findings are listed in the vignette's order and
-  candidates in the options' order, so those parts are copies of the question.
+  Written so that a small model can learn it in minutes: one fixed phrasing, and every list in
+  the impression's own order (its findings in the table's order, its look-alikes in the order of
+  its look-alike list), so producing a line means looking things up in the question, never
+  copying the question's word order.
   """
+  del patient, vignette  # the chain is about the findings; kept for the call sites
   gold = case.condition
-  facts = sorted(case.findings, key=lambda f: vignette.find(f) % (len(vignette) + 1))
-  lines = [f"The patient is {patient.describe()} with {_join(facts)}.",
-           f"The differential includes {_join(mid(c) for c in candidates)}."]
-  for c in candidates:
-    if c == gold:
-      lines.append(f"{_cap(mid(c))} explains every finding.")
-    else:
-      f = _telling(world, [x for x in facts if x in world.excluders[c]])
-      lines.append(f"{_cap(mid(c))} does not fit {f}.")
+  lookalikes = list(world.conditions[gold].lookalikes)
+  rivals = sorted((c for c in candidates if c != gold), key=lambda c: (
+      lookalikes.index(c) if c in lookalikes else len(lookalikes), c))
+  lines = [f"The findings point to {mid(gold)}.",
+           f"Supporting findings: {_join(case.findings)}.",
+           f"The differential includes {_join(mid(c) for c in [gold, *rivals])}."]
+  for c in rivals:
+    f = _telling(world, [x for x in case.findings if x in world.excluders[c]])
+    lines.append(f"{_cap(mid(c))} does not fit {f}.")
   lines.append(f"So the diagnosis is {mid(gold)}.")
   return "\n".join(lines)
 
