@@ -17,7 +17,7 @@ from configs import base
 # hold one chat (phrase tokenizer: ~125 prompt + ~85 answer tokens).
 _PRESETS = {
     "default": dict(model="clinic", vocab=4096, cpt_seq_len=256, seq_len=256, batch=8,
-                    cpt_steps=150, sft_steps=(100, 60, 800), rs_questions=64, rs_samples=4,
+                    cpt_steps=100, sft_steps=(80, 40, 850), rs_questions=64, rs_samples=4,
                     rl_epochs=1, eval_items=200, eval_max_new_tokens=160, world_scale=1.0),
     "small": dict(model="clinic", vocab=4096, cpt_seq_len=256, seq_len=256, batch=8,
                   cpt_steps=80, sft_steps=(30, 20, 200), rs_questions=32, rs_samples=4,
