@@ -316,7 +316,7 @@ def _telling(world: World, findings) -> str:
                                       len(world.having[f]), f))
 
 
-def reasoning(world: World, case: Case, patient: Patient, candidates, vignette: str = "") -> str:
+def reasoning(world: World, case: Case, candidates) -> str:
   """An expert-pathway chain: a leading impression, the findings that support it, the
   differential (the impression and its look-alikes among the candidates), each look-alike set
   aside by the most telling finding it cannot explain, the conclusion.
@@ -326,7 +326,6 @@ def reasoning(world: World, case: Case, patient: Patient, candidates, vignette: 
   its look-alike list), so producing a line means looking things up in the question, never
   copying the question's word order.
   """
-  del patient, vignette  # the chain is about the findings; kept for the call sites
   gold = case.condition
   lookalikes = list(world.conditions[gold].lookalikes)
   rivals = sorted((c for c in candidates if c != gold), key=lambda c: (
@@ -361,21 +360,19 @@ def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[
               *, item_id: str, max_chars: int = MAX_CHARS) -> dict:
   """An SFT-3 / RL record: open question, gold name, Citrus prompt and expert-pathway target.
 
-  The chain weighs the candidates in the order of the record's `candidates` (a prompt that lists
-  them as options, in that order, matches the chain). Renders up to three surface forms and keeps the first with
-  question + target <= max_chars (else the shortest), so examples fit a short context.
+  `candidates` (the gold and its rivals, in option order) is what a prompt listing the options
+  shows. Renders up to three surface forms of the question and keeps the first with question +
+  target <= max_chars (else the shortest), so examples fit a short context.
   """
-  drafts = []
   candidates = option_order(case, rng)
+  target = cot_target(reasoning(world, case, candidates), case.condition)
+  questions = []
   for _ in range(3):
     patient = make_patient(world, case, rng, case.rivals)
-    vignette = render_vignette(world, case, patient, rng)
-    question = f"{vignette} {rng.choice(OPEN_ASKS)}"
-    think = reasoning(world, case, patient, candidates, vignette)
-    drafts.append((question, cot_target(think, case.condition)))
-    if len(drafts[-1][0]) + len(drafts[-1][1]) <= max_chars:
+    questions.append(f"{render_vignette(world, case, patient, rng)} {rng.choice(OPEN_ASKS)}")
+    if len(questions[-1]) + len(target) <= max_chars:
       break
-  question, target = min(drafts, key=lambda d: len(d[0]) + len(d[1]))
+  question = min(questions, key=len)
   return {"id": item_id, "question": question, "answer": case.condition,
           "input": prompt_fn(question), "target": target, "mode": case.mode,
           "findings": list(case.findings), "rivals": list(case.rivals),
