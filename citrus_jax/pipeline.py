@@ -97,7 +97,7 @@ def step_data(config, step_dir):
                                    prompt_fn=prompts.citrus_user_prompt)
   paths["sft3_chat"] = restyle_sft3(paths["sft3"], os.path.join(step_dir, "sft3_chat.jsonl"),
                                     config.demo.world_seed,
-                                    config.demo.get("sft3_options_fraction", 0.75))
+                                    config.demo.sft3_options_fraction)
   # Decontamination against the held-out splits. The world is templated, so plain 13-gram overlap
   # flags shared phrasing; near-copies (half of an item's n-grams in one example) are dropped.
   train_keys = ("cpt", "sft1", "sft2", "sft3_chat", "rl_questions")
