@@ -36,6 +36,9 @@ def _hf_model(cfg):
   return model_cls(config_cls(**hf_cfg)).eval()
 
 
+_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--preset", default="demo")
@@ -44,14 +47,17 @@ def main() -> None:
   ap.add_argument("--min_prompt", type=int, default=16)
   ap.add_argument("--max_prompt", type=int, default=48)
   ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--dtype", default="float32", help="weights and compute, both sides")
   args = ap.parse_args()
 
   threads = len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
-  cfg = get_preset(args.preset)
+  cfg = get_preset(args.preset, compute_dtype=args.dtype)
   model = _hf_model(cfg)
   params = hf.params_from_state_dict(
       {k: v.detach().numpy() for k, v in model.state_dict().items()}, cfg)
+  params = jax.tree.map(lambda x: x.astype(args.dtype), params)
+  model = model.to(_DEVICE, dtype=getattr(torch, args.dtype))
   rng = np.random.default_rng(0)
   lengths = rng.integers(args.min_prompt, args.max_prompt + 1, size=args.batch)
   prompts = [[cfg.bos_token_id or 1] + rng.integers(3, cfg.vocab_size, n - 1).tolist()
@@ -62,15 +68,16 @@ def main() -> None:
     return sampler.generate(params, cfg, prompts, max_new_tokens=args.new_tokens, stop_ids=())
 
   width = max(lengths)
-  ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+  ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=_DEVICE)
   mask = (ids != 0).long()  # no prompt token is 0
 
   def theirs(n_threads: int = threads):
     torch.set_num_threads(n_threads)
     with torch.inference_mode():
-      return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
-                            min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0,
-                            top_k=None, top_p=None, temperature=None)
+      out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
+                           min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0,
+                           top_k=None, top_p=None, temperature=None)
+      return out.cpu()
 
   load_before = os.getloadavg()[0]
   start = time.perf_counter()
@@ -78,7 +85,9 @@ def main() -> None:
   first_s = time.perf_counter() - start
   hf_out = theirs()  # warm-up
   # transformers with one thread too: on a shared machine torch's pool suffers most from load.
-  runs = {"citrus_jax": ours, "transformers": theirs, "transformers_1thr": lambda: theirs(1)}
+  runs = {"citrus_jax": ours, "transformers": theirs}
+  if _DEVICE == "cpu":
+    runs["transformers_1thr"] = lambda: theirs(1)
   times: dict[str, list[float]] = {name: [] for name in runs}
   for _ in range(args.repeats):
     for name, fn in runs.items():
@@ -93,14 +102,15 @@ def main() -> None:
 
   best = {k: min(v) for k, v in times.items()}
   print(f"preset={args.preset} batch={args.batch} new_tokens={args.new_tokens} prompt lengths "
-        f"{args.min_prompt}-{args.max_prompt} float32, {threads} CPU threads, jax "
+        f"{args.min_prompt}-{args.max_prompt} {args.dtype}, {jax.devices()[0].device_kind}, "
+        f"torch on {_DEVICE}, {threads} CPU threads, jax "
         f"{jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
   print(f"{'':18}{'tok/s (best)':>14}{'tok/s (median)':>16}{'ms/step (best)':>16}")
   for name, ts in times.items():
     print(f"{name:18}{n_new / min(ts):14.0f}{n_new / statistics.median(ts):16.0f}"
           f"{1e3 * min(ts) / args.new_tokens:16.2f}")
   med = {k: statistics.median(v) for k, v in times.items()}
-  for name in ("transformers", "transformers_1thr"):
+  for name in [n for n in runs if n != "citrus_jax"]:
     print(f"speed-up over {name}: best {best[name] / best['citrus_jax']:.2f}x, "
           f"median {med[name] / med['citrus_jax']:.2f}x")
   print(f"citrus_jax compile (first call minus a warm call): {first_s - best['citrus_jax']:.2f} s; "

@@ -25,15 +25,20 @@ from citrus_jax.train.step import TrainState, init_state, make_train_step
 import ml_collections
 
 
-def _batch(b: int, t: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+def _batch(b: int, t: int, vocab: int, seed: int = 0, trained: float = 1.0
+           ) -> dict[str, np.ndarray]:
+  """Random tokens; the last `trained` fraction of each row is trained (SFT's answer tokens)."""
   rng = np.random.RandomState(seed)
   row = rng.randint(0, vocab, size=(b, t + 1)).astype(np.int32)
+  mask = np.zeros((b, t), np.float32)
+  mask[:, t - int(round(trained * t)):] = 1.0
   return {"inputs": row[:, :-1], "targets": row[:, 1:],
           "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
-          "segment_ids": np.ones((b, t), np.int32), "loss_mask": np.ones((b, t), np.float32)}
+          "segment_ids": np.ones((b, t), np.int32), "loss_mask": mask}
 
 
-def bench_jax(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int) -> dict[str, float]:
+def bench_jax(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int,
+              trained: float = 1.0, logits_fraction: float = 1.0) -> dict[str, float]:
   mesh = sharding.make_mesh((1, -1, 1))
   ocfg = ml_collections.ConfigDict(dict(lr=1e-4, warmup_steps=0, weight_decay=0.1, grad_clip=1.0))
   optimizer, _ = optim.make_optimizer(ocfg, 1000)
@@ -41,9 +46,10 @@ def bench_jax(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int) -> d
   params = jax.jit(lambda: transformer.init_params(cfg, jax.random.key(0)),
                    out_shardings=param_sh)()
   state = init_state(params, optimizer, 0)
-  step = jax.jit(make_train_step(losses.lm_loss_fn(cfg), optimizer), donate_argnums=0)
+  step = jax.jit(make_train_step(losses.lm_loss_fn(cfg, logits_fraction=logits_fraction),
+                                 optimizer), donate_argnums=0)
   batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in
-           _batch(b, t, cfg.vocab_size).items()}
+           _batch(b, t, cfg.vocab_size, trained=trained).items()}
   t0 = time.perf_counter()
   state, m = step(state, batch)
   jax.block_until_ready(m)
@@ -58,12 +64,13 @@ def bench_jax(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int) -> d
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   dt = statistics.median(times)
+  stats = jax.devices()[0].memory_stats() or {}
   return {"step_s": dt, "tokens_per_s": b * t / dt, "compile_s": compile_s,
-          "loss": float(m["loss"])}
+          "loss": float(m["loss"]), "peak_gib": stats.get("peak_bytes_in_use", 0) / 2**30}
 
 
 def bench_torch(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int,
-                autocast_bf16: bool) -> dict[str, float]:
+                autocast_bf16: bool, trained: float = 1.0) -> dict[str, float]:
   import torch
   import transformers
   torch.manual_seed(0)
@@ -72,15 +79,17 @@ def bench_torch(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int,
       num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
       intermediate_size=cfg.d_ff, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.norm_eps,
       tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=cfg.max_seq_len)
-  model = transformers.LlamaForCausalLM(hf_cfg)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  model = transformers.LlamaForCausalLM(hf_cfg).to(device)
   model.train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
-  data = _batch(b, t, cfg.vocab_size)
-  inputs = torch.tensor(data["inputs"], dtype=torch.long)
-  labels = torch.tensor(data["targets"], dtype=torch.long)
+  data = _batch(b, t, cfg.vocab_size, trained=trained)
+  data["targets"] = np.where(data["loss_mask"] > 0, data["targets"], -100)  # ignore_index
+  inputs = torch.tensor(data["inputs"], dtype=torch.long, device=device)
+  labels = torch.tensor(data["targets"], dtype=torch.long, device=device)
 
   def one():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast_bf16):
       logits = model(input_ids=inputs).logits
       loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]),
                                                labels.view(-1))
@@ -88,7 +97,7 @@ def bench_torch(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int,
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return loss.item()  # waits for the GPU
 
   for _ in range(warmup):
     one()
@@ -98,8 +107,12 @@ def bench_torch(cfg: mc.ModelConfig, b: int, t: int, steps: int, warmup: int,
     loss = one()
     times.append(time.perf_counter() - t0)
   dt = statistics.median(times)
-  return {"step_s": dt, "tokens_per_s": b * t / dt, "loss": loss,
-          "threads": torch.get_num_threads()}
+  note = (f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB peak" if device == "cuda"
+          else f"{torch.get_num_threads()} threads")
+  del model, opt
+  if device == "cuda":
+    torch.cuda.empty_cache()
+  return {"step_s": dt, "tokens_per_s": b * t / dt, "loss": loss, "note": note}
 
 
 def main() -> None:
@@ -111,29 +124,47 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--compute_dtype", default="float32")
   p.add_argument("--remat", default="none")
+  p.add_argument("--attention", default="einsum", help="einsum | xla | cudnn (GPU, bf16)")
   p.add_argument("--torch_autocast_bf16", action="store_true")
   p.add_argument("--skip_torch", action="store_true")
+  p.add_argument("--trained_fraction", type=float, default=1.0,
+                 help="share of each row with a loss (SFT: the answer tokens)")
+  p.add_argument("--logits_fraction", type=float, default=1.0,
+                 help="< 1: also time the output layer on trained positions only")
   args = p.parse_args()
-  cfg = mc.get_preset(args.preset, compute_dtype=args.compute_dtype, remat=args.remat)
+  cfg = mc.get_preset(args.preset, compute_dtype=args.compute_dtype, remat=args.remat,
+                      attention=args.attention)
   n = transformer.count_params(cfg)
-  ours = bench_jax(cfg, args.batch, args.seq_len, args.steps, args.warmup)
   print(f"model {args.preset} ({n:,} params), batch {args.batch} x seq {args.seq_len}, "
-        f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax compute {args.compute_dtype}")
-  rows = [("citrus_jax", ours["tokens_per_s"], ours["step_s"], f"compile {ours['compile_s']:.1f}s")]
-  if not args.skip_torch:
+        f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax compute {args.compute_dtype}, "
+        f"remat {args.remat}, attention {args.attention}", flush=True)
+  ref = None
+  if not args.skip_torch:  # first: JAX's allocator keeps what it took, torch's can give it back
     ref = bench_torch(cfg, args.batch, args.seq_len, args.steps, args.warmup,
-                      args.torch_autocast_bf16)
+                      args.torch_autocast_bf16, args.trained_fraction)
+  rows = []
+  for fraction in sorted({1.0, args.logits_fraction}, reverse=True):
+    ours = bench_jax(cfg, args.batch, args.seq_len, args.steps, args.warmup,
+                     args.trained_fraction, fraction)
+    note = f"compile {ours['compile_s']:.1f}s"
+    if ours["peak_gib"]:
+      note += f", {ours['peak_gib']:.1f} GiB peak"
+    name = "citrus_jax" + (f" (logits_fraction {fraction:g})" if fraction < 1 else "")
+    rows.append((name, ours["tokens_per_s"], ours["step_s"], note))
+  if ref:
     label = "torch+transformers" + (" (bf16 autocast)" if args.torch_autocast_bf16 else "")
-    rows.append((label, ref["tokens_per_s"], ref["step_s"], f"{ref['threads']} threads"))
+    rows.append((label, ref["tokens_per_s"], ref["step_s"], ref["note"]))
   print(f"{'implementation':36s} {'tokens/s':>10s} {'step s':>8s}  note")
   for name, tps, dt, note in rows:
     print(f"{name:36s} {tps:10.0f} {dt:8.3f}  {note}")
-  if len(rows) == 2:
-    print(f"ratio citrus_jax / torch: {rows[0][1] / rows[1][1]:.2f}x")
+  if ref:
+    for name, tps, _, _ in rows[:-1]:
+      print(f"ratio {name} / torch: {tps / rows[-1][1]:.2f}x")
   peak = metrics_log.peak_flops()
   if peak:
     flops = metrics_log.train_flops_per_token(n, cfg.n_layers, args.seq_len, cfg.q_dim)
-    print(f"MFU: {ours['tokens_per_s'] * flops / (peak * jax.device_count()):.1%}")
+    for name, tps, _, _ in rows:
+      print(f"MFU {name}: {tps * flops / (peak * jax.device_count()):.1%}")
 
 
 if __name__ == "__main__":

@@ -61,9 +61,11 @@ def _stage_config(module: Any, preset: str, config: ml_collections.ConfigDict, w
   return c
 
 
-def _world_sizes(scale: float) -> dict[str, int]:
+def _world_sizes(scale: float, overrides: Any = None) -> dict[str, int]:
+  """The world's default split sizes times `scale`, then any absolute `overrides`."""
   from citrus_jax.data import clinic_world
-  return {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
+  sizes = {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
+  return {**sizes, **{k: int(v) for k, v in dict(overrides or {}).items()}}
 
 
 def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0.75) -> str:
@@ -93,7 +95,9 @@ def step_data(config, step_dir):
   from citrus_jax.eval import benchmarks, prompts
   from citrus_jax.synth import decontam
   paths = clinic_world.build_world(step_dir, seed=config.demo.world_seed,
-                                   sizes=_world_sizes(config.demo.world_scale),
+                                   sizes=_world_sizes(config.demo.world_scale,
+                                                      {"sft3": config.demo.sft3_cases}
+                                                      if config.demo.get("sft3_cases") else None),
                                    prompt_fn=prompts.citrus_user_prompt)
   paths["sft3_chat"] = restyle_sft3(paths["sft3"], os.path.join(step_dir, "sft3_chat.jsonl"),
                                     config.demo.world_seed,

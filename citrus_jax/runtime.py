@@ -72,7 +72,8 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int | None 
   """The preset (or the HF/checkpoint config being started from) with numerics overrides."""
   m = config.model
   numerics = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype,
-                  scan_layers=m.scan_layers, remat=m.remat)
+                  scan_layers=m.scan_layers, remat=m.remat,
+                  attention=m.get("attention", "einsum"))
   if config.init.get("hf_dir"):
     from citrus_jax import hf
     import json

@@ -18,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Model: a preset name (citrus_jax/model/config.py PRESETS) plus numerics overrides.
   c.model = ml_collections.ConfigDict(dict(
       preset="tiny", param_dtype="float32", compute_dtype="float32", scan_layers=True,
-      remat="none", vocab_size=0))  # vocab_size 0: the preset's (or the tokenizer's)
+      remat="none", attention="auto",  # auto: cudnn fused attention on GPUs in bf16, else einsum
+      vocab_size=0))  # vocab_size 0: the preset's (or the tokenizer's)
   # Where the initial params come from: random (both empty), a citrus_jax params/run dir, or HF.
   c.init = ml_collections.ConfigDict(dict(checkpoint="", hf_dir=""))
   c.tokenizer = ml_collections.ConfigDict(dict(path=""))
@@ -44,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       num_steps=100, log_every=10, eval_every=0, eval_batches=4, z_loss=0.0,
+      # < 1: the output layer runs only on trained targets (up to this share of each row);
+      # saves the [B, T, V] logits when most slots carry no loss (SFT's prompts)
+      logits_fraction=1.0,
       kill_after_step=0))
   c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3, async_save=True))
   c.plan = ml_collections.ConfigDict(dict(topology="", batch_size=0))

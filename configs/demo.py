@@ -45,6 +45,7 @@ def get_config(preset: str = "default"):
   c.demo = ml_collections.ConfigDict(dict(
       world_seed=0,
       world_scale=p["world_scale"],  # multiplies the world's default split sizes
+      sft3_cases=p.get("sft3_cases", 0),  # SFT-3 chats in the world (0: its default x scale)
       tokenizer_vocab=p["vocab"],
       tokenizer_phrases=True,  # pieces may span words (frequent phrases become one id)
       cpt_steps=p["cpt_steps"], cpt_lr=3e-3, cpt_seq_len=p["cpt_seq_len"],

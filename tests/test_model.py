@@ -90,6 +90,33 @@ def test_scan_unrolled_and_remat_agree_including_gradients():
       np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4)
 
 
+def test_library_attention_equals_einsum_on_packed_padded_rows_with_gradients():
+  """attention="xla" (jax.nn.dot_product_attention, the code path "cudnn" takes on a GPU)."""
+  cfg, params = _params()
+  tokens = np.random.RandomState(5).randint(0, cfg.vocab_size, (2, 20))
+  segments = np.array([[1] * 7 + [2] * 9 + [0] * 4, [1] * 20])
+  positions = np.array([list(range(7)) + list(range(9)) + [0] * 4, list(range(20))])
+  weights = jnp.asarray(segments != 0, jnp.float32)[:, :, None]
+
+  def loss(p, c):
+    logits = transformer.forward(p, tokens, c, positions_BT=positions, segment_ids_BT=segments)[0]
+    return (logits * weights).mean(), logits
+
+  (ref_val, ref), ref_grad = jax.value_and_grad(loss, has_aux=True)(params, cfg)
+  (val, logits), grad = jax.value_and_grad(loss, has_aux=True)(params,
+                                                                cfg.replace(attention="xla"))
+  real = segments != 0
+  np.testing.assert_allclose(np.asarray(logits)[real], np.asarray(ref)[real], atol=1e-5)
+  assert val == pytest.approx(float(ref_val), rel=1e-5)
+  for g, r in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
+    np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4)
+  # "auto" picks cudnn only on a GPU in 16-bit compute; on CPU it is the einsum path.
+  auto = cfg.replace(attention="auto")
+  assert transformer.attention_kernel(auto, jnp.float32) == "einsum"
+  expected = "cudnn" if jax.default_backend() == "gpu" else "einsum"
+  assert transformer.attention_kernel(auto, jnp.bfloat16) == expected
+
+
 def test_bf16_compute_stays_close_to_fp32():
   cfg, params = _params()
   tokens = np.random.RandomState(4).randint(0, cfg.vocab_size, (2, 16))
@@ -107,3 +134,7 @@ def test_bad_configs_are_rejected():
     mc.get_preset("tiny", n_kv_heads=3)
   with pytest.raises(ValueError, match="remat"):
     mc.get_preset("tiny", remat="some")
+  with pytest.raises(ValueError, match="attention="):
+    mc.get_preset("tiny", attention="flash")
+  with pytest.raises(ValueError, match="cudnn.*bfloat16"):
+    mc.get_preset("tiny", attention="cudnn")

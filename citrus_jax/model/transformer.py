@@ -110,8 +110,24 @@ def _dense(x_ND: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Arr
   return y if b is None else y + b.astype(y.dtype)
 
 
+def attention_kernel(cfg: ModelConfig, dtype: Any) -> str:
+  """The kernel `cfg.attention` means here ("auto": cudnn on a GPU in 16-bit, else einsum)."""
+  if cfg.attention != "auto":
+    return cfg.attention
+  on_gpu = jax.default_backend() == "gpu"
+  return "cudnn" if on_gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "einsum"
+
+
 def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS, cfg: ModelConfig) -> jax.Array:
   B, T, H, E = q_BTHE.shape
+  kernel = attention_kernel(cfg, q_BTHE.dtype)
+  if kernel != "einsum" and T == k_BSKE.shape[1]:
+    # Padding queries attend to themselves, so no row is fully masked (fused kernels may give
+    # NaN there); every other row already includes its diagonal.
+    mask_BTS = mask_BTS | jnp.eye(T, dtype=bool)[None]
+    out = jax.nn.dot_product_attention(q_BTHE, k_BSKE, v_BSKE, mask=mask_BTS[:, None],
+                                       implementation=kernel)
+    return out.reshape(B * T, H * E)
   K = cfg.n_kv_heads
   q_BTKGE = q_BTHE.reshape(B, T, K, H // K, E)  # HF repeat_kv: head h uses kv head h // G
   scores = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_BSKE, preferred_element_type=jnp.float32)

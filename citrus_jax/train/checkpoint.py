@@ -26,6 +26,12 @@ def _abstract(tree: Any) -> Any:
       tree)
 
 
+def _orbax_path(directory: Any) -> epath.Path:
+  """Absolute for local paths: newer Orbax refuses relative ones ("should be absolute")."""
+  path = os.fspath(directory)
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 def _has_grain_state(it: Any) -> bool:
   return it is not None and hasattr(it, "get_state") and hasattr(it, "set_state")
 
@@ -34,7 +40,7 @@ class Checkpointer:
   """Periodic async saves of (train state, data iterator) with auto-resume."""
 
   def __init__(self, directory: str, every: int = 100, keep: int = 3, async_save: bool = True):
-    self.directory = epath.Path(directory)
+    self.directory = _orbax_path(directory)
     self.every = max(int(every), 1)
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=self.every, max_to_keep=keep, create=True,
@@ -90,7 +96,7 @@ def config_from_json(d: dict[str, Any], path: str = "model_config.json") -> Mode
 def save_params(directory: str, params: Any, cfg: ModelConfig,
                 extra: dict[str, Any] | None = None) -> str:
   """Writes `params/` (Orbax) and `model_config.json`: what the next stage starts from."""
-  path = epath.Path(directory)
+  path = _orbax_path(directory)
   path.mkdir(parents=True, exist_ok=True)
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(path / "params", params, force=True)
@@ -98,7 +104,7 @@ def save_params(directory: str, params: Any, cfg: ModelConfig,
   if jax.process_index() == 0:
     meta = {"model": config_to_json(cfg), **(extra or {})}
     (path / "model_config.json").write_text(json.dumps(meta, indent=2))
-  return os.fspath(path)
+  return os.fspath(directory)
 
 
 def read_model_config(directory: str) -> ModelConfig:
@@ -119,7 +125,7 @@ def load_params(directory: str, cfg: ModelConfig | None = None, shardings: Any =
   opened on a laptop).
   """
   from citrus_jax.model import transformer
-  path = epath.Path(directory)
+  path = _orbax_path(directory)
   saved_cfg = read_model_config(directory) if (path / "model_config.json").exists() else None
   cfg = cfg or saved_cfg
   if cfg is None:

@@ -1,6 +1,7 @@
 """Token-level losses shared by every stage: log-probs of targets and masked cross-entropy."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -37,17 +38,51 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, loss_mask_BT: ja
   return loss, {"nll": nll}
 
 
-def lm_loss_fn(cfg: Any, z_loss: float = 0.0) -> Callable:
+def _trained_positions(loss_mask_BT: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """Per row, the slots of its first `k` trained targets (padded with slot 0) and a 0/1 mask."""
+  def row(mask_T):
+    idx = jnp.nonzero(mask_T > 0, size=k, fill_value=0)[0]
+    valid = jnp.arange(k) < jnp.sum(mask_T > 0)
+    return idx, valid
+  return jax.vmap(row)(loss_mask_BT)
+
+
+def lm_loss_fn(cfg: Any, z_loss: float = 0.0, logits_fraction: float = 1.0) -> Callable:
   """Next-token loss on a packed batch (inputs, targets, positions, segment_ids, loss_mask).
 
-  Used by CPT and SFT alike: they differ only in which targets `loss_mask` trains."""
+  Used by CPT and SFT alike: they differ only in which targets `loss_mask` trains. With
+  `logits_fraction` < 1 the output layer and softmax run only at trained positions, up to that
+  fraction of each row (SFT trains ~30% of slots, and the [B, T, V] logits are a large share of
+  a small model's step); a batch with a fuller row takes the all-positions path, so the loss
+  is the same either way."""
+  logits_fraction = float(logits_fraction)
+  if not 0.0 < logits_fraction <= 1.0:
+    raise ValueError(f"logits_fraction={logits_fraction} must be in (0, 1]")
+
+  def full_loss(params, hidden_BTD, batch, totals):
+    logits = transformer.logits_from_hidden(params, hidden_BTD, cfg)
+    return cross_entropy(logits, batch["targets"], batch["loss_mask"], totals["n_tokens"], z_loss)
+
+  def compact_loss(params, hidden_BTD, batch, totals):
+    k = max(1, math.ceil(logits_fraction * hidden_BTD.shape[1]))
+    idx_BK, valid_BK = _trained_positions(batch["loss_mask"], k)
+    h_BKD = jnp.take_along_axis(hidden_BTD, idx_BK[..., None], axis=1)
+    logits = transformer.logits_from_hidden(params, h_BKD, cfg)
+    targets_BK = jnp.take_along_axis(batch["targets"], idx_BK, axis=1)
+    weights_BK = jnp.take_along_axis(batch["loss_mask"], idx_BK, axis=1) * valid_BK
+    return cross_entropy(logits, targets_BK, weights_BK, totals["n_tokens"], z_loss)
 
   def loss_fn(params: Any, batch: dict[str, jax.Array], totals: dict[str, jax.Array]):
-    logits, _ = transformer.forward(params, batch["inputs"], cfg,
+    hidden, _ = transformer.forward(params, batch["inputs"], cfg,
                                     positions_BT=batch["positions"],
-                                    segment_ids_BT=batch["segment_ids"])
-    loss, metrics = cross_entropy(logits, batch["targets"], batch["loss_mask"],
-                                  totals["n_tokens"], z_loss)
+                                    segment_ids_BT=batch["segment_ids"], return_hidden=True)
+    args = (params, hidden, batch, totals)
+    if logits_fraction >= 1.0:
+      loss, metrics = full_loss(*args)
+    else:
+      k = max(1, math.ceil(logits_fraction * hidden.shape[1]))
+      fits = jnp.max(jnp.sum(batch["loss_mask"] > 0, axis=1)) <= k
+      loss, metrics = jax.lax.cond(fits, compact_loss, full_loss, *args)
     metrics["trained_fraction"] = batch["loss_mask"].astype(jnp.float32).sum() / totals["n_slots"]
     metrics["trained_tokens"] = batch["loss_mask"].astype(jnp.float32).sum()
     return loss, metrics
