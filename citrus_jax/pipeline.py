@@ -167,8 +167,11 @@ def step_sft(config, step_dir, paths, tok_path, cpt_dir):
   c.optim.lr = config.demo.sft_lr
   c.data.num_epochs = 0
   sft3 = paths["sft3_chat"] if config.demo.sft3_source == "template" else config.demo.sft3_path
-  c.sft.stages = tuple(sft_config.stage(name, train_paths=p, num_steps=n) for name, p, n in zip(
-      ("sft1", "sft2", "sft3"), (paths["sft1"], paths["sft2"], sft3), config.demo.sft_steps))
+  batches = config.demo.get("sft_batch_sizes") or (config.data.global_batch_size,) * 3
+  c.sft.stages = tuple(
+      sft_config.stage(name, train_paths=p, num_steps=n, batch_size=b) for name, p, n, b in zip(
+          ("sft1", "sft2", "sft3"), (paths["sft1"], paths["sft2"], sft3), config.demo.sft_steps,
+          batches))
   sft.run(c, step_dir)
   return {"workdirs": {n: os.path.join(step_dir, n) for n in ("sft1", "sft2", "sft3")}}
 

@@ -50,6 +50,7 @@ def get_config(preset: str = "default"):
       tokenizer_phrases=True,  # pieces may span words (frequent phrases become one id)
       cpt_steps=p["cpt_steps"], cpt_lr=3e-3, cpt_seq_len=p["cpt_seq_len"],
       sft_steps=p["sft_steps"], sft_lr=3e-3,
+      sft_batch_sizes=p.get("sft_batch_sizes", (p["batch"],) * 3),  # rows per step, per stage
       sft3_source="template",  # template | synth (expert-pathway synthesis output)
       sft3_options_fraction=1.0,  # SFT-3 chats with the options listed (the rest: open question)
       rs_questions=p["rs_questions"], rs_samples=p["rs_samples"], rs_temperature=0.7,

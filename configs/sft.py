@@ -9,8 +9,9 @@ Citrus's three stages, each in <workdir>/<name>, each starting from the previous
       '--config.sft.stages[0].train_paths=general.jsonl' \
       '--config.sft.stages[1].train_paths=complex.jsonl' \
       '--config.sft.stages[2].train_paths=citrus_s3.jsonl'
-A stage field left None (lr, num_epochs, num_steps) or "" (paths) takes the top-level value
-(optim.lr, data.num_epochs, train.num_steps, data.train_paths / eval_paths). train.num_steps <= 0
+A stage field left None (lr, num_epochs, num_steps, batch_size) or "" (paths) takes the
+top-level value (optim.lr, data.num_epochs, train.num_steps, data.global_batch_size,
+data.train_paths / eval_paths). train.num_steps <= 0
 derives the steps from data.num_epochs. --config.mode=inspect prints rendered examples with their
 trained spans and the loss-mask audit, then exits.
 Presets: tiny (tests), demo (laptop CPU), citrus_llama3_1_8b, citrus_llama3_1_70b,
@@ -36,14 +37,15 @@ _PRESETS = {
 
 
 def stage(name: str, train_paths: str = "", eval_paths: str = "", lr: float | None = None,
-          num_epochs: int | None = None, num_steps: int | None = None
-          ) -> ml_collections.ConfigDict:
+          num_epochs: int | None = None, num_steps: int | None = None,
+          batch_size: int | None = None) -> ml_collections.ConfigDict:
   """One SFT stage; unset fields fall back to the top-level config."""
   def typed(value, kind):
     return config_dict.placeholder(kind) if value is None else value
   return ml_collections.ConfigDict(dict(
       name=name, train_paths=train_paths, eval_paths=eval_paths, lr=typed(lr, float),
-      num_epochs=typed(num_epochs, int), num_steps=typed(num_steps, int)))
+      num_epochs=typed(num_epochs, int), num_steps=typed(num_steps, int),
+      batch_size=typed(batch_size, int)))
 
 
 def get_config(preset: str = "tiny"):

@@ -117,7 +117,8 @@ def test_inspect_mode_prints_marked_examples_and_audit(files, tmp_path, capsys):
 
 def test_stage_chain_and_config_errors(files, tmp_path):
   d, model = files
-  c = _config(model, d / "qa.jsonl", a=dict(lr=0.5), b=dict(train_paths=str(CITRUS)))
+  c = _config(model, d / "qa.jsonl", a=dict(lr=0.5), b=dict(train_paths=str(CITRUS),
+                                                               batch_size=3))
   chain = sft.stage_configs(c, str(tmp_path))
   assert [n for n, _ in chain] == ["a", "b"]
   (_, a), (_, b) = chain
@@ -125,6 +126,7 @@ def test_stage_chain_and_config_errors(files, tmp_path):
   assert b.init.checkpoint == str(tmp_path / "a") and b.init.hf_dir == ""
   assert a.data.train_paths == str(d / "qa.jsonl") and b.data.train_paths == str(CITRUS)
   assert a.optim.lr == 0.5 and b.optim.lr == c.optim.lr  # unset fields are inherited
+  assert (a.data.global_batch_size, b.data.global_batch_size) == (c.data.global_batch_size, 3)
   c.sft.select = "b"
   (name, only), = sft.stage_configs(c, str(tmp_path))
   assert name == "b" and only.init.checkpoint == ""  # the first selected stage starts from init

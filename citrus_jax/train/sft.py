@@ -19,7 +19,8 @@ from citrus_jax import multihost, runtime
 from citrus_jax.data import sft as sft_data
 from citrus_jax.train import cpt, engine, losses
 
-STAGE_FIELDS = ("name", "train_paths", "eval_paths", "lr", "num_epochs", "num_steps")
+STAGE_FIELDS = ("name", "train_paths", "eval_paths", "lr", "num_epochs", "num_steps",
+                "batch_size")
 
 
 def stage_configs(config: ml_collections.ConfigDict, workdir: str
@@ -58,6 +59,8 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
       c.data.num_epochs = s.num_epochs
     if s.num_steps is not None:
       c.train.num_steps = s.num_steps
+    if s.get("batch_size") is not None:
+      c.data.global_batch_size = s.batch_size
     if prev is not None:
       c.init.checkpoint, c.init.hf_dir = prev, ""
     prev = c.workdir
