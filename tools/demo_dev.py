@@ -1,0 +1,73 @@
+"""Dev-split numbers for choosing the demo's budget (the test split is never used for choices).
+
+  python tools/demo_dev.py eval runs/demo                      # SFT-3 and RL of a finished run
+  python tools/demo_dev.py sweep runs/demo 4:1700:3e-3 8:850:3e-3   # SFT-3 variants (batch:steps:lr)
+
+`eval` scores a finished demo run's SFT-3 and RL checkpoints on its dev split; `sweep` trains
+SFT-3 again from the run's SFT-2 checkpoint for each variant (in $SWEEP_DIR, default
+/tmp/demo_sweep/<variant>) and scores each. Both print generation accuracy, per-group accuracy
+and how often the impression line names the right diagnosis. README (The demo) lists the runs.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/
+
+from citrus_jax import pipeline, tokenizer  # noqa: E402
+from citrus_jax.eval import benchmarks, harness  # noqa: E402
+from configs import demo as demo_config, sft as sft_config  # noqa: E402
+
+_IMPRESSION = re.compile(r"The findings point to (.+?)\.\n")
+
+
+def _score(run: str, params_dir: str, label: str) -> None:
+  tok = tokenizer.load_tokenizer(os.path.join(run, "tokenizer", "sp.model"))
+  items = benchmarks.load_benchmark("medqa", os.path.join(run, "data", "dev.jsonl")).items
+  cfg, params = pipeline._load(params_dir)
+  records, summary = harness.evaluate_items(params, cfg, tok, items, prompt="citrus",
+                                            mode="generate", max_new_tokens=160, batch_size=50)
+  impression = 0
+  for rec, item in zip(records, items):
+    m = _IMPRESSION.search(rec["output"])
+    impression += bool(m) and m.group(1).lower() == item.options[item.gold].lower()
+  print(f"DEV {label}: acc {summary['acc']:.3f} (n={summary['n']}), impression right "
+        f"{impression}, by group {pipeline.by_group(records, items)}", flush=True)
+
+
+def sweep(run: str, variants: list[str]) -> None:
+  c = demo_config.get_config("default")
+  c.progress = False
+  data = pipeline._run_step(run, "data", lambda d: pipeline.step_data(c, d))
+  tok = pipeline._run_step(run, "tokenizer",
+                           lambda d: pipeline.step_tokenizer(c, d, data["paths"]))
+  for variant in variants:
+    batch, steps, lr = variant.split(":")
+    out = os.path.join(os.environ.get("SWEEP_DIR", "/tmp/demo_sweep"), variant.replace(":", "_"))
+    s = pipeline._stage_config(sft_config, "demo", c, out, tok["model"])
+    s.init.checkpoint = os.path.join(run, "sft", "sft2")
+    s.optim.lr, s.data.num_epochs, s.checkpoint.every = float(lr), 0, 100_000
+    s.sft.stages = (sft_config.stage("sft3", train_paths=data["paths"]["sft3_chat"],
+                                     num_steps=int(steps), batch_size=int(batch)),)
+    from citrus_jax.train import sft
+    start = time.perf_counter()
+    sft.run(s, out)
+    print(f"[sweep] {variant}: trained in {time.perf_counter() - start:.0f}s", flush=True)
+    _score(run, os.path.join(out, "sft3"), variant)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) < 3 or argv[1] not in ("eval", "sweep"):
+    sys.exit(__doc__)
+  if argv[1] == "eval":
+    for stage in ("sft/sft3", "rl"):
+      _score(argv[2], os.path.join(argv[2], stage), f"{argv[2]} {stage}")
+  else:
+    sweep(argv[2], argv[3:])
+
+
+if __name__ == "__main__":
+  main(sys.argv)
