@@ -63,9 +63,11 @@ def lm_loss_fn(cfg: Any, z_loss: float = 0.0, logits_fraction: float = 1.0) -> C
     logits = transformer.logits_from_hidden(params, hidden_BTD, cfg)
     return cross_entropy(logits, batch["targets"], batch["loss_mask"], totals["n_tokens"], z_loss)
 
+  def capacity(t: int) -> int:  # trained targets per row the compact path holds
+    return max(1, math.ceil(logits_fraction * t))
+
   def compact_loss(params, hidden_BTD, batch, totals):
-    k = max(1, math.ceil(logits_fraction * hidden_BTD.shape[1]))
-    idx_BK, valid_BK = _trained_positions(batch["loss_mask"], k)
+    idx_BK, valid_BK = _trained_positions(batch["loss_mask"], capacity(hidden_BTD.shape[1]))
     h_BKD = jnp.take_along_axis(hidden_BTD, idx_BK[..., None], axis=1)
     logits = transformer.logits_from_hidden(params, h_BKD, cfg)
     targets_BK = jnp.take_along_axis(batch["targets"], idx_BK, axis=1)
@@ -80,8 +82,7 @@ def lm_loss_fn(cfg: Any, z_loss: float = 0.0, logits_fraction: float = 1.0) -> C
     if logits_fraction >= 1.0:
       loss, metrics = full_loss(*args)
     else:
-      k = max(1, math.ceil(logits_fraction * hidden.shape[1]))
-      fits = jnp.max(jnp.sum(batch["loss_mask"] > 0, axis=1)) <= k
+      fits = jnp.max(jnp.sum(batch["loss_mask"] > 0, axis=1)) <= capacity(hidden.shape[1])
       loss, metrics = jax.lax.cond(fits, compact_loss, full_loss, *args)
     metrics["trained_fraction"] = batch["loss_mask"].astype(jnp.float32).sum() / totals["n_slots"]
     metrics["trained_tokens"] = batch["loss_mask"].astype(jnp.float32).sum()
