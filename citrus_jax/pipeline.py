@@ -61,11 +61,13 @@ def _stage_config(module: Any, preset: str, config: ml_collections.ConfigDict, w
   return c
 
 
-def _world_sizes(scale: float, overrides: Any = None) -> dict[str, int]:
-  """The world's default split sizes times `scale`, then any absolute `overrides`."""
+def _world_sizes(scale: float, sft3_cases: int = 0) -> dict[str, int]:
+  """The world's default split sizes times `scale`; `sft3_cases` > 0 sets SFT-3's outright."""
   from citrus_jax.data import clinic_world
   sizes = {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
-  return {**sizes, **{k: int(v) for k, v in dict(overrides or {}).items()}}
+  if sft3_cases:
+    sizes["sft3"] = int(sft3_cases)
+  return sizes
 
 
 def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0.75) -> str:
@@ -96,8 +98,7 @@ def step_data(config, step_dir):
   from citrus_jax.synth import decontam
   paths = clinic_world.build_world(step_dir, seed=config.demo.world_seed,
                                    sizes=_world_sizes(config.demo.world_scale,
-                                                      {"sft3": config.demo.sft3_cases}
-                                                      if config.demo.get("sft3_cases") else None),
+                                                      config.demo.get("sft3_cases", 0)),
                                    prompt_fn=prompts.citrus_user_prompt)
   paths["sft3_chat"] = restyle_sft3(paths["sft3"], os.path.join(step_dir, "sft3_chat.jsonl"),
                                     config.demo.world_seed,

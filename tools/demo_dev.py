@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from citrus_jax import pipeline, tokenizer  # noqa: E402
 from citrus_jax.eval import benchmarks, harness  # noqa: E402
+from citrus_jax.train import sft  # noqa: E402
 from configs import demo as demo_config, sft as sft_config  # noqa: E402
 
 _IMPRESSION = re.compile(r"The findings point to (.+?)\.\n")
@@ -52,7 +53,6 @@ def sweep(run: str, variants: list[str]) -> None:
     s.optim.lr, s.data.num_epochs, s.checkpoint.every = float(lr), 0, 100_000
     s.sft.stages = (sft_config.stage("sft3", train_paths=data["paths"]["sft3_chat"],
                                      num_steps=int(steps), batch_size=int(batch)),)
-    from citrus_jax.train import sft
     start = time.perf_counter()
     sft.run(s, out)
     print(f"[sweep] {variant}: trained in {time.perf_counter() - start:.0f}s", flush=True)
