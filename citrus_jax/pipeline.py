@@ -61,10 +61,12 @@ def _stage_config(module: Any, preset: str, config: ml_collections.ConfigDict, w
   return c
 
 
-def _world_sizes(scale: float, sft3_cases: int = 0) -> dict[str, int]:
-  """The world's default split sizes times `scale`; `sft3_cases` > 0 sets SFT-3's outright."""
+def _world_sizes(scale: float, sft3_cases: int = 0, eval_items: int = 0) -> dict[str, int]:
+  """The world's default split sizes times `scale`; `sft3_cases` > 0 sets SFT-3's outright, and
+  the test split holds at least the `eval_items` evaluated."""
   from citrus_jax.data import clinic_world
   sizes = {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
+  sizes["test"] = max(sizes["test"], eval_items)
   if sft3_cases:
     sizes["sft3"] = int(sft3_cases)
   return sizes
@@ -98,7 +100,10 @@ def step_data(config, step_dir):
   from citrus_jax.synth import decontam
   paths = clinic_world.build_world(step_dir, seed=config.demo.world_seed,
                                    sizes=_world_sizes(config.demo.world_scale,
-                                                      config.demo.get("sft3_cases", 0)),
+                                                      config.demo.get("sft3_cases", 0),
+                                                      config.demo.eval_items),
+                                   conditions=tuple(config.demo.get("world_conditions", ())),
+                                   cpt_only=config.demo.get("world_cpt_only", None),
                                    prompt_fn=prompts.citrus_user_prompt)
   paths["sft3_chat"] = restyle_sft3(paths["sft3"], os.path.join(step_dir, "sft3_chat.jsonl"),
                                     config.demo.world_seed,

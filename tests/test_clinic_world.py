@@ -255,6 +255,35 @@ def test_another_cpt_only_choice_is_respected():
   assert {r["answer"] for r in data["test"] if r["group"] == "cpt_only"} == set(held)
 
 
+def test_a_part_of_the_table_is_a_closed_smaller_world():
+  """configs/demo.py:small's world: every item, option and differential stays inside the part,
+  and each case is decisive among the part's conditions."""
+  from configs import demo
+  part, held = demo.SMALL_WORLD, demo.SMALL_CPT_ONLY
+  data = cw.generate(seed=0, sizes=SMALL, conditions=part, cpt_only=held)
+  world = cw.make_world(held, cc.sub_table(part))
+  assert data["world_stats"]["conditions"] == [n for n in TABLE if n in part]
+  outside = [t.lower() for n in TABLE if n not in part for t in (n, *TABLE[n].aliases)]
+  for name in ("test", "dev", "sft3", "rl_questions"):
+    for r in data[name]:
+      assert r["answer"] in part, (name, r["id"])
+      assert set(r.get("options", {}).values()) | set(r.get("candidates", ())) <= set(part)
+      assert cw.consistent(world, r["findings"]) == [r["answer"]], (name, r["id"])
+      assert _leak(r, outside) is None, (name, r["id"], _leak(r, outside))
+  for r in data["test"]:
+    distractors = set(r["options"].values()) - {r["answer"]}
+    assert distractors <= set(world.conditions[r["answer"]].lookalikes), r["id"]
+  assert {r["answer"] for r in data["test"] if r["group"] == "cpt_only"} == set(held)
+  terms = _leak_terms(held)
+  for name in TRAIN_FILES:
+    assert not any(_leak(r, terms) for r in data[name]), name
+  with pytest.raises(ValueError, match="not conditions of clinic_conditions.py"):
+    cw.generate(sizes=SMALL, conditions=part + ("Not a disease",))
+  with pytest.raises(ValueError, match="needs >= 3 other conditions"):  # Asthma keeps COPD only
+    cw.generate(sizes=SMALL, conditions=("Asthma", "Chronic obstructive pulmonary disease",
+                                         "Psoriasis", "Atopic dermatitis"), cpt_only=())
+
+
 # ------------------------------------------------------------------------------------------ CoT
 COT = re.compile(r"<think>\n(.+)\n</think>\n<answer>\n(.+)\n</answer>", re.DOTALL)
 

@@ -2175,3 +2175,16 @@ CONDITIONS: tuple[Condition, ...] = (
                   "corticosteroids for severe abdominal pain")),
 )
 del C
+
+
+def sub_table(names, table: tuple[Condition, ...] = CONDITIONS) -> tuple[Condition, ...]:
+  """The named conditions (table order), each keeping only its look-alikes among them: a smaller
+  world that a few minutes of training can learn (configs/demo.py:small)."""
+  known = {c.name for c in table}
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise ValueError(f"world conditions: {unknown} are not conditions of clinic_conditions.py")
+  keep = set(names)
+  return tuple(dataclasses.replace(c, lookalikes={k: v for k, v in c.lookalikes.items()
+                                                  if k in keep})
+               for c in table if c.name in keep)

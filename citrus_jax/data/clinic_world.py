@@ -29,6 +29,7 @@ from citrus_jax.data.clinic_conditions import DEFAULT_CPT_ONLY
 from citrus_jax.data.clinic_conditions import FEMALE_FINDINGS
 from citrus_jax.data.clinic_conditions import NONSPECIFIC
 from citrus_jax.data.clinic_conditions import NORMAL_FINDINGS
+from citrus_jax.data.clinic_conditions import sub_table
 
 CATEGORIES = ("history", "symptoms", "signs", "tests")
 FILES = ("cpt", "sft1", "sft2", "sft3", "rl_questions", "dev", "test")
@@ -111,8 +112,9 @@ def make_world(cpt_only=DEFAULT_CPT_ONLY, conditions=CONDITIONS) -> World:
   for name in cpt_only:
     if name not in by_name:
       raise ValueError(f"cpt_only: {name!r} is not a condition of the table")
+  table = {f for c in CONDITIONS for k in CATEGORIES for f in getattr(c, k)}
   for f in NONSPECIFIC | FEMALE_FINDINGS | set(NORMAL_FINDINGS):
-    if f not in category:
+    if f not in table:
       raise ValueError(f"clinic_conditions.py: NONSPECIFIC/FEMALE_FINDINGS/NORMAL_FINDINGS: "
                        f"unknown finding {f!r}")
   signs = {f for f, k in category.items() if k == "signs" and f not in NORMAL_FINDINGS}
@@ -462,14 +464,17 @@ def _check_no_leak(world: World, label: str, records: list[dict]) -> None:
       raise RuntimeError(f"{label}.jsonl record {i}: mentions a cpt_only condition or its findings")
 
 
-def generate(*, seed: int = 0, sizes: dict | None = None, cpt_only=None,
+def generate(*, seed: int = 0, sizes: dict | None = None, cpt_only=None, conditions=(),
              prompt_fn: Callable[[str], str] | None = None) -> dict:
-  """All records of the world in memory: {file name: [records]} plus "world_stats"."""
+  """All records of the world in memory: {file name: [records]} plus "world_stats".
+
+  `conditions` names a part of the table to build the world from (default: all of it)."""
   unknown = set(sizes or {}) - set(DEFAULT_SIZES)
   if unknown:
     raise ValueError(f"sizes: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_SIZES)}")
   sizes = {**DEFAULT_SIZES, **(sizes or {})}
-  world = make_world(DEFAULT_CPT_ONLY if cpt_only is None else tuple(cpt_only))
+  world = make_world(DEFAULT_CPT_ONLY if cpt_only is None else tuple(cpt_only),
+                     sub_table(conditions) if conditions else CONDITIONS)
   prompt_fn = prompt_fn or citrus_prompt
 
   def rng(part):
@@ -503,6 +508,7 @@ def _stats(world: World, out: dict, seed: int, sizes: dict) -> dict:
   cpt_text = " ".join(d["text"] for d in out["cpt"]).lower()
   return {
       "seed": seed, "sizes": sizes, "n_conditions": len(world.conditions),
+      "conditions": list(world.conditions),
       "cpt_only": list(world.cpt_only),
       "records": {k: len(v) for k, v in out.items()},
       "test_groups": count(out["test"], "group"), "dev_groups": count(out["dev"], "group"),
@@ -518,9 +524,10 @@ def _stats(world: World, out: dict, seed: int, sizes: dict) -> dict:
 
 
 def build_world(out_dir: str, *, seed: int = 0, sizes: dict | None = None, cpt_only=None,
-                prompt_fn: Callable[[str], str] | None = None) -> dict[str, str]:
+                conditions=(), prompt_fn: Callable[[str], str] | None = None) -> dict[str, str]:
   """Writes the world's JSONL files and world_stats.json under out_dir; returns their paths."""
-  data = generate(seed=seed, sizes=sizes, cpt_only=cpt_only, prompt_fn=prompt_fn)
+  data = generate(seed=seed, sizes=sizes, cpt_only=cpt_only, conditions=conditions,
+                  prompt_fn=prompt_fn)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
   for name in FILES:
