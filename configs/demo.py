@@ -1,7 +1,7 @@
 """The whole Citrus lifecycle on a laptop CPU, on the shipped clinical world.
 
   python -m citrus_jax.main --config=configs/demo.py          # the full demo (~10 min, 2 cores)
-  python -m citrus_jax.main --config=configs/demo.py:small    # 14 conditions, ~6.5 min (e2e test)
+  python -m citrus_jax.main --config=configs/demo.py:small    # 22 conditions, ~6.5 min (e2e test)
   python -m citrus_jax.main --config=configs/demo.py:tiny     # ~3 min smoke run (the notebook's)
 
 world -> sentencepiece tokenizer -> CPT -> SFT-1 -> SFT-2 -> SFT-3 -> rejection sampling ->
@@ -13,15 +13,17 @@ import ml_collections
 from citrus_jax.data import clinic_conditions
 from configs import base
 
-# The small preset's world: one cluster of the table (chest pain, breathlessness, upper abdominal
-# pain) whose 14 conditions each keep >= 3 look-alikes inside it, two of them CPT-only. A world
-# this size is learned in a few minutes (README, The demo: the runs behind this choice).
+# The small preset's world: three clusters of the table (chest pain, breathlessness and upper
+# abdominal pain; acute pelvic pain; rashes) whose 22 conditions each keep >= 3 look-alikes inside
+# it, two of them CPT-only. A few minutes of training learn a world this size (README, The demo).
 SMALL_WORLD = (
     "Acute myocardial infarction", "Stable angina", "Acute pericarditis", "Aortic dissection",
     "Heart failure", "Pulmonary embolism", "Spontaneous pneumothorax",
     "Community-acquired pneumonia", "Asthma", "Chronic obstructive pulmonary disease",
     "Gastroesophageal reflux disease", "Peptic ulcer disease", "Acute pancreatitis",
-    "Acute cholecystitis")
+    "Acute cholecystitis", "Acute appendicitis", "Ectopic pregnancy", "Ovarian torsion",
+    "Pelvic inflammatory disease", "Psoriasis", "Atopic dermatitis", "Contact dermatitis",
+    "Tinea corporis")
 SMALL_CPT_ONLY = ("Aortic dissection", "Spontaneous pneumothorax")
 
 # preset -> knobs that set the size of the run.
