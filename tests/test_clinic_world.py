@@ -261,18 +261,20 @@ def test_a_part_of_the_table_is_a_closed_smaller_world():
   from configs import demo
   part, held = demo.SMALL_WORLD, demo.SMALL_CPT_ONLY
   data = cw.generate(seed=0, sizes=SMALL, conditions=part, cpt_only=held)
-  world = cw.make_world(held, cc.sub_table(part))
+  lookalikes = {c.name: set(c.lookalikes) for c in cc.sub_table(part)}
   assert data["world_stats"]["conditions"] == [n for n in TABLE if n in part]
   outside = [t.lower() for n in TABLE if n not in part for t in (n, *TABLE[n].aliases)]
   for name in ("test", "dev", "sft3", "rl_questions"):
     for r in data[name]:
       assert r["answer"] in part, (name, r["id"])
       assert set(r.get("options", {}).values()) | set(r.get("candidates", ())) <= set(part)
-      assert cw.consistent(world, r["findings"]) == [r["answer"]], (name, r["id"])
+      fits = [n for n in part if not any(_rules_out(f, n) for f in r["findings"])]
+      assert fits == [r["answer"]], (name, r["id"], fits)  # decisive among the part
       assert _leak(r, outside) is None, (name, r["id"], _leak(r, outside))
   for r in data["test"]:
     distractors = set(r["options"].values()) - {r["answer"]}
-    assert distractors <= set(world.conditions[r["answer"]].lookalikes), r["id"]
+    assert distractors <= lookalikes[r["answer"]], r["id"]
+  assert all(len(v) >= 3 and v <= set(part) for v in lookalikes.values())
   assert {r["answer"] for r in data["test"] if r["group"] == "cpt_only"} == set(held)
   terms = _leak_terms(held)
   for name in TRAIN_FILES:
