@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from citrus_jax import chat, tokenizer
-from citrus_jax.eval import benchmarks, extract, harness, prompts
+from citrus_jax.eval import benchmarks, extract, harness, prompts, stats
 from citrus_jax.model import transformer
 from citrus_jax.model.config import get_preset
 from citrus_jax.train import checkpoint
@@ -63,6 +63,37 @@ def test_predictions_medqa_exact_counts(tmp_path):
   assert [r["correct"] for r in recs] == [True, True, False, False, False, False, True, False]
   assert recs[6]["span"] == "D" and recs[5]["output"] is None
   assert s["n_missing"] == 0 and summary["settings"]["mode"] == "predictions"
+  # Every accuracy has its seeded 95% bootstrap interval (eval/stats.py), around it.
+  for key, value, n in (("acc", 3 / 8, 8), ("valid_acc", 3 / 5, 5)):
+    lo, hi = s[f"{key}_ci95"]
+    assert 0 <= lo <= value <= hi <= 1 and 0 < hi - lo < 1
+    assert [lo, hi] == list(stats.bootstrap_interval([r["correct"] for r in recs
+                                                      if key == "acc" or r["pred"]],
+                                                     n_boot=harness.CI_BOOT,
+                                                     seed=harness.CI_SEED))
+  m_lo, m_hi = summary["macro_avg"]["acc_ci95"]
+  assert m_lo <= 3 / 8 <= m_hi and "valid_acc_ci95" in summary["macro_avg"]
+  _, again = _run(_config(tmp_path / "again", benchmarks="medqa", data_paths=MEDQA,
+                          predictions=str(FIX / "preds_medqa.jsonl")))
+  assert again["benchmarks"]["medqa"]["acc_ci95"] == s["acc_ci95"]  # seeded: reruns agree
+
+
+def test_summarize_intervals_for_loglik_and_empty_sets():
+  ll = [{"correct": i < 3, "correct_norm": i < 5, "truncated": False} for i in range(8)]
+  gen = [{"output": "", "pred": None, "correct": False} for _ in range(8)]
+  s = harness.summarize([{**g, "loglik": r} for g, r in zip(gen, ll)])
+  assert s["acc_ci95"] == [0.0, 0.0] and s["valid_acc_ci95"] is None  # nothing answered
+  lo, hi = s["loglik"]["acc_ci95"]
+  assert lo <= 3 / 8 <= hi
+  lo, hi = s["loglik"]["acc_norm_ci95"]
+  assert lo <= 5 / 8 <= hi
+  only_ll = harness.summarize([{"loglik": r} for r in ll])
+  assert "acc_ci95" not in only_ll and "acc_ci95" in only_ll["loglik"]
+  m = harness.macro_average({"x": s, "y": only_ll}, {"x": [{**g, "loglik": r} for g, r in
+                                                          zip(gen, ll)],
+                                                    "y": [{"loglik": r} for r in ll]})
+  assert m["acc_ci95"] == [0.0, 0.0] and m["valid_acc_ci95"] is None
+  assert m["loglik"]["acc_ci95"][0] <= 3 / 8 <= m["loglik"]["acc_ci95"][1]
 
 
 def test_predictions_jmed_use_shuffled_options(tmp_path):

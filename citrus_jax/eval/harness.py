@@ -15,8 +15,11 @@ Output directory: <workdir>/eval_<YYYYmmdd-HHMMSS> (fresh per run), or workdir i
 config.eval.timestamped=False. It holds <benchmark>.jsonl (one record per item), summary.json and
 config.json. Summary per benchmark: n, n_correct, n_answered, n_no_answer, acc = correct / n,
 valid_acc = correct / answered (unmapped answers count as no answer), and under "loglik": acc and
-acc_norm; "macro_avg" averages them over benchmarks. On several processes (one per host, a mesh
-over all devices) every process reads the same items and gets every result; process 0 writes.
+acc_norm; "macro_avg" averages them over benchmarks. Each accuracy X has X_ci95 = [lo, hi], a
+seeded 95% bootstrap interval over the items (eval/stats.py); `python -m citrus_jax.eval.compare
+DIR_A DIR_B` tests two runs on the same items (exact McNemar, paired bootstrap difference).
+On several processes (one per host, a mesh over all devices) every process reads the same items
+and gets every result; process 0 writes.
 """
 from __future__ import annotations
 
@@ -31,10 +34,11 @@ import jax
 import ml_collections
 
 from citrus_jax import chat, runtime
-from citrus_jax.eval import benchmarks, extract, loglik, prompts
+from citrus_jax.eval import benchmarks, extract, loglik, prompts, stats
 from citrus_jax.model.config import ModelConfig
 
 PROMPTS = ("citrus", "letter")
+CI_LEVEL, CI_BOOT, CI_SEED = 0.95, 1000, 0  # the *_ci95 bootstrap intervals in summaries
 MODES = ("generate", "loglik", "both", "prompts")
 _SPLIT_WORDS = {"train", "dev", "val", "validation"}  # data_dir scans skip these files
 
@@ -70,10 +74,42 @@ def output_record(item: Any, output: str | None, benchmark: str = "", **extra: A
           "pred": s["pred"], "correct": bool(s["correct"]), **extra}
 
 
+def _ci(correct: Sequence[bool]) -> list[float] | None:
+  """[lo, hi]: the 95% percentile bootstrap interval of an accuracy; None without items."""
+  if not len(correct):
+    return None
+  return list(stats.bootstrap_interval(correct, n_boot=CI_BOOT, seed=CI_SEED, level=CI_LEVEL))
+
+
+def _macro_ci(groups: Sequence[Sequence[bool]]) -> list[float] | None:
+  if not groups or not all(len(g) for g in groups):
+    return None
+  return list(stats.macro_bootstrap_interval(groups, n_boot=CI_BOOT, seed=CI_SEED,
+                                             level=CI_LEVEL))
+
+
+def _correctness(records: Sequence[dict]) -> dict[str, list[bool]]:
+  """Per-item 0/1 lists behind each accuracy: acc, valid_acc (answered items), loglik ones."""
+  gen = [r for r in records if "output" in r]
+  ll = [r["loglik"] for r in records if "loglik" in r]
+  out: dict[str, list[bool]] = {}
+  if gen:
+    out["acc"] = [bool(r["correct"]) for r in gen]
+    out["valid_acc"] = [bool(r["correct"]) for r in gen if r["pred"] is not None]
+  if ll:
+    out["loglik/acc"] = [bool(r["correct"]) for r in ll]
+    out["loglik/acc_norm"] = [bool(r["correct_norm"]) for r in ll]
+  return out
+
+
 def summarize(records: Sequence[dict]) -> dict:
-  """Per-benchmark numbers from its records (the same numbers a recount of the JSONL gives)."""
+  """Per-benchmark numbers from its records (the same numbers a recount of the JSONL gives).
+
+  Every accuracy X comes with X_ci95 = [lo, hi], its 95% bootstrap interval over the items
+  (eval/stats.py; seeded, so reruns give the same interval; None when it has no items)."""
   out: dict[str, Any] = {"n": len(records)}
   gen = [r for r in records if "output" in r]
+  per_item = _correctness(records)
   if gen:
     s = extract.summarize(gen)
     out.update(n_correct=s["correct"], n_answered=s["answered"], n_no_answer=s["no_answer"],
@@ -82,13 +118,19 @@ def summarize(records: Sequence[dict]) -> dict:
                n_length=sum(r.get("finish_reason") == "length" for r in gen))
     if any("missing" in r for r in gen):
       out["n_missing"] = sum(bool(r.get("missing")) for r in gen)
+    out.update(acc_ci95=_ci(per_item["acc"]), valid_acc_ci95=_ci(per_item["valid_acc"]))
   ll = [r["loglik"] for r in records if "loglik" in r]
   if ll:
     out["loglik"] = loglik.summarize(ll)
+    out["loglik"].update(acc_ci95=_ci(per_item["loglik/acc"]),
+                         acc_norm_ci95=_ci(per_item["loglik/acc_norm"]))
   return out
 
 
-def macro_average(per_benchmark: dict[str, dict]) -> dict:
+def macro_average(per_benchmark: dict[str, dict],
+                  records: dict[str, Sequence[dict]] | None = None) -> dict:
+  """Means over benchmarks; with their `records`, also X_ci95 for each mean (each benchmark's
+  items resampled on their own; None when a benchmark has no items for that accuracy)."""
   def mean(values):
     values = list(values)
     return sum(values) / len(values) if values else None
@@ -99,6 +141,15 @@ def macro_average(per_benchmark: dict[str, dict]) -> dict:
     out.update(acc=mean(s["acc"] for s in gen), valid_acc=mean(s["valid_acc"] for s in gen))
   if ll:
     out["loglik"] = {"acc": mean(s["acc"] for s in ll), "acc_norm": mean(s["acc_norm"] for s in ll)}
+  if records is not None:
+    per_item = [_correctness(records[k]) for k in per_benchmark]
+    def groups(name):
+      return [c[name] for c in per_item if name in c]
+    if gen:
+      out.update(acc_ci95=_macro_ci(groups("acc")), valid_acc_ci95=_macro_ci(groups("valid_acc")))
+    if ll:
+      out["loglik"].update(acc_ci95=_macro_ci(groups("loglik/acc")),
+                           acc_norm_ci95=_macro_ci(groups("loglik/acc_norm")))
   return out
 
 
@@ -491,7 +542,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     per[key] = {**summarize(recs), "path": data[key].path, "file": f"{key}.jsonl",
                 "load_report": {k: data[key].report[k] for k in
                                 ("items", "skipped", "dropped", "shuffled", "expected")}}
-  summary = {"benchmarks": per, "macro_avg": macro_average(per), "settings": settings, **extra}
+  summary = {"benchmarks": per, "macro_avg": macro_average(per, records), "settings": settings, **extra}
   if main:
     for key, recs in records.items():
       _write_jsonl(os.path.join(outdir, f"{key}.jsonl"), recs)
