@@ -1,4 +1,4 @@
-"""Hugging Face interop: config.json <-> ModelConfig, safetensors <-> params (Llama, Qwen2).
+"""Hugging Face interop: config.json <-> ModelConfig, safetensors <-> params (Llama, Qwen2, Qwen3).
 
 Params already use the HF layout (see `model/transformer.py`), so conversion is renaming,
 transposing [out, in] -> [in, out] and stacking per-layer tensors on a leading axis. Loading reads
@@ -52,6 +52,8 @@ _LAYER_TENSORS = (
 )
 _BIASES = (("bq", "self_attn.q_proj.bias", False), ("bk", "self_attn.k_proj.bias", False),
            ("bv", "self_attn.v_proj.bias", False))
+_QK_NORMS = (("q_norm", "self_attn.q_norm.weight", False),
+             ("k_norm", "self_attn.k_norm.weight", False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +72,8 @@ class _Entry:
 
 
 def _entries(cfg: ModelConfig) -> list[_Entry]:
-  layer = _LAYER_TENSORS + (_BIASES if cfg.qkv_bias else ())
+  layer = (_LAYER_TENSORS + (_BIASES if cfg.qkv_bias else ())
+           + (_QK_NORMS if cfg.qk_norm else ()))
   out = [_Entry(("embed",), "model.embed_tokens.weight", False)]
   out += [_Entry(("layers", k), "model.layers.{i}." + name, t) for k, name, t in layer]
   out.append(_Entry(("final_norm",), "model.norm.weight", False))

@@ -1,4 +1,5 @@
-"""Hugging Face config.json <-> ModelConfig for Llama-3.x and Qwen2.5 (transformers 4 and 5).
+"""Hugging Face config.json <-> ModelConfig for Llama-3.x, Qwen2.5 and Qwen3 dense (transformers 4
+and 5).
 
 Anything we cannot run faithfully (other architectures, rope types, activations, biases) is an
 error that names the file and the field, rather than a silently different model.
@@ -9,14 +10,22 @@ from typing import Any, Mapping
 
 from citrus_jax.model.config import ModelConfig
 
-_ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
-# transformers 5.24 class defaults for the optional fields (LlamaConfig / Qwen2Config).
+_ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+          "Qwen3ForCausalLM": "qwen3"}
+_ARCH_OF = {family: arch for arch, family in _ARCHS.items()}
+# transformers 5.24 class defaults for the optional fields (LlamaConfig / Qwen2Config /
+# Qwen3Config; Qwen3's head_dim defaults to 128, not hidden_size // num_attention_heads).
 _DEFAULTS = {
     "llama": dict(rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=2048,
                   tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
     "qwen2": dict(rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=32768,
                   tie_word_embeddings=False, bos_token_id=None, eos_token_id=None),
+    "qwen3": dict(rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=32768,
+                  tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, head_dim=128),
 }
+# Fields that would change the model and that we do not implement, per family.
+_UNSUPPORTED = {"llama": ("attention_bias", "mlp_bias"), "qwen2": ("use_sliding_window",),
+                "qwen3": ("attention_bias", "use_sliding_window")}
 _DTYPES = ("float32", "bfloat16", "float16")
 _REQUIRED = object()
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -96,7 +105,7 @@ def config_from_hf(hf_config: dict, path: str = "config.json") -> ModelConfig:
   get = lambda key, kind, default=_REQUIRED: _field(hf_config, key, kind, path, default)
   if get("hidden_act", str, "silu") != "silu":
     raise ValueError(f"{path}: field 'hidden_act' = {hf_config['hidden_act']!r}; only 'silu'")
-  for key in ("attention_bias", "mlp_bias") if family == "llama" else ("use_sliding_window",):
+  for key in _UNSUPPORTED[family]:
     if hf_config.get(key):
       raise ValueError(f"{path}: field {key!r} = {hf_config[key]!r} is not supported for {family}")
   d_model, n_heads = get("hidden_size", int), get("num_attention_heads", int)
@@ -112,13 +121,14 @@ def config_from_hf(hf_config: dict, path: str = "config.json") -> ModelConfig:
       n_layers=get("num_hidden_layers", int),
       n_heads=n_heads,
       n_kv_heads=get("num_key_value_heads", int, n_heads) or n_heads,
-      head_dim=get("head_dim", int, None) or d_model // n_heads,
+      head_dim=get("head_dim", int, None) or defaults.get("head_dim", d_model // n_heads),
       d_ff=get("intermediate_size", int),
       rope_theta=theta,
       rope_scaling=scaling,
       norm_eps=get("rms_norm_eps", float, defaults["rms_norm_eps"]),
       tie_embeddings=bool(get("tie_word_embeddings", bool, defaults["tie_word_embeddings"])),
       qkv_bias=family == "qwen2",
+      qk_norm=family == "qwen3",
       max_seq_len=get("max_position_embeddings", int, defaults["max_position_embeddings"]),
       bos_token_id=get("bos_token_id", int, defaults["bos_token_id"]),
       eos_token_id=_field({"eos_token_id": eos}, "eos_token_id", int, path, None),
@@ -133,13 +143,18 @@ def config_from_hf(hf_config: dict, path: str = "config.json") -> ModelConfig:
 def config_to_hf(cfg: ModelConfig) -> dict:
   """config.json in the Hub's own format (`rope_theta` + `rope_scaling`), which transformers 4
   and 5 (and vLLM) all read; transformers 5 turns it into `rope_parameters` on load."""
+  # The q/k norm exists in Qwen3 only, which has no q/k/v bias: anything else has no config.json.
+  if cfg.qk_norm != (cfg.family == "qwen3") or (cfg.family == "qwen3" and cfg.qkv_bias):
+    raise ValueError(f"family={cfg.family!r} with qk_norm={cfg.qk_norm}, qkv_bias={cfg.qkv_bias} "
+                     "is no Hugging Face architecture (qwen3 means qk_norm and no qkv_bias; "
+                     "llama and qwen2 have no qk_norm)")
   scaling = None
   if cfg.rope_scaling is not None:
     factor, low, high, original = cfg.rope_scaling
     scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
                "high_freq_factor": high, "original_max_position_embeddings": original}
   hf = {
-      "architectures": ["LlamaForCausalLM" if cfg.family == "llama" else "Qwen2ForCausalLM"],
+      "architectures": [_ARCH_OF[cfg.family]],
       "model_type": cfg.family,
       "vocab_size": cfg.vocab_size,
       "hidden_size": cfg.d_model,
@@ -165,4 +180,6 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     hf.update(attention_bias=False, mlp_bias=False, pretraining_tp=1)
   else:
     hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
+    if cfg.family == "qwen3":
+      hf.update(attention_bias=False)
   return hf

@@ -12,6 +12,14 @@ PUBLISHED = {
     "qwen2_5_7b": 7_615_616_512,
     "qwen2_5_72b": 72_706_203_648,
     "llama3_2_1b": 1_235_814_400,
+    # Qwen3: the Hub safetensors totals. 0.6B and 1.7B also ship a copy of the tied lm_head
+    # (751_632_384 and 2_031_739_904 on the Hub), which we count once, as the unique weights.
+    "qwen3_0_6b": 751_632_384 - 151936 * 1024,
+    "qwen3_1_7b": 2_031_739_904 - 151936 * 2048,
+    "qwen3_4b": 4_022_468_096,
+    "qwen3_8b": 8_190_735_360,
+    "qwen3_14b": 14_768_307_200,
+    "qwen3_32b": 32_762_123_264,
 }
 
 
@@ -32,7 +40,7 @@ def _params(name="tiny", **kw):
   return cfg, params
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_qwen"])
+@pytest.mark.parametrize("name", ["tiny", "tiny_qwen", "tiny_qwen3"])
 def test_kv_cache_decoding_equals_full_forward(name):
   cfg, params = _params(name)
   tokens = np.random.RandomState(0).randint(0, cfg.vocab_size, (2, 24))

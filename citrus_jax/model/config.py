@@ -1,15 +1,16 @@
-"""Decoder hyper-parameters and the named presets (tiny, demo, Llama-3.x, Qwen2.5)."""
+"""Decoder hyper-parameters and the named presets (tiny, demo, Llama-3.x, Qwen2.5, Qwen3)."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-Family = str  # "llama" or "qwen2"
+Family = str  # "llama", "qwen2" or "qwen3"
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """One decoder config for the Llama-3.x and Qwen2.5 families (HF field names in comments)."""
+  """One decoder config for the Llama-3.x, Qwen2.5 and Qwen3 (dense) families (HF field names in
+  comments)."""
 
   family: Family = "llama"
   vocab_size: int = 256  # vocab_size
@@ -26,6 +27,7 @@ class ModelConfig:
   norm_eps: float = 1e-5  # rms_norm_eps
   tie_embeddings: bool = False  # tie_word_embeddings
   qkv_bias: bool = False  # Qwen2: bias on q/k/v projections
+  qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on every q and k head, before RoPE
   max_seq_len: int = 2048  # max_position_embeddings
   bos_token_id: int | None = 1
   eos_token_id: int | None = 2
@@ -53,8 +55,9 @@ class ModelConfig:
     return self.n_kv_heads * self.head_dim
 
   def validate(self) -> "ModelConfig":
-    if self.family not in ("llama", "qwen2"):
-      raise ValueError(f"unknown model family {self.family!r}; expected 'llama' or 'qwen2'")
+    if self.family not in ("llama", "qwen2", "qwen3"):
+      raise ValueError(f"unknown model family {self.family!r}; expected 'llama', 'qwen2' or "
+                       "'qwen3'")
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
     if self.head_dim % 2:
@@ -80,6 +83,9 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny_qwen": ModelConfig(family="qwen2", vocab_size=256, d_model=64, n_layers=2, n_heads=4,
                              n_kv_heads=2, head_dim=16, d_ff=128, rope_theta=1e6, norm_eps=1e-6,
                              qkv_bias=True, tie_embeddings=True, max_seq_len=256),
+    "tiny_qwen3": ModelConfig(family="qwen3", vocab_size=256, d_model=64, n_layers=2, n_heads=4,
+                              n_kv_heads=2, head_dim=32, d_ff=128, rope_theta=1e6, norm_eps=1e-6,
+                              qk_norm=True, tie_embeddings=True, max_seq_len=256),
     # The laptop demo: ~8M parameters with a 4k vocabulary.
     "demo": ModelConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4,
                         head_dim=32, d_ff=768, rope_theta=10000.0, tie_embeddings=True,
@@ -109,6 +115,32 @@ PRESETS: dict[str, ModelConfig] = {
                                n_heads=64, n_kv_heads=8, head_dim=128, d_ff=29568,
                                rope_theta=1e6, norm_eps=1e-6, qkv_bias=True, max_seq_len=131072,
                                bos_token_id=151643, eos_token_id=151645),
+    # Qwen3 dense (the Hub config.json values; head_dim 128 at every size, so q_dim != d_model
+    # for 0.6B, 4B and 32B).
+    "qwen3_0_6b": ModelConfig(family="qwen3", vocab_size=151936, d_model=1024, n_layers=28,
+                              n_heads=16, n_kv_heads=8, head_dim=128, d_ff=3072, rope_theta=1e6,
+                              norm_eps=1e-6, qk_norm=True, tie_embeddings=True, max_seq_len=40960,
+                              bos_token_id=151643, eos_token_id=151645),
+    "qwen3_1_7b": ModelConfig(family="qwen3", vocab_size=151936, d_model=2048, n_layers=28,
+                              n_heads=16, n_kv_heads=8, head_dim=128, d_ff=6144, rope_theta=1e6,
+                              norm_eps=1e-6, qk_norm=True, tie_embeddings=True, max_seq_len=40960,
+                              bos_token_id=151643, eos_token_id=151645),
+    "qwen3_4b": ModelConfig(family="qwen3", vocab_size=151936, d_model=2560, n_layers=36,
+                            n_heads=32, n_kv_heads=8, head_dim=128, d_ff=9728, rope_theta=1e6,
+                            norm_eps=1e-6, qk_norm=True, tie_embeddings=True, max_seq_len=40960,
+                            bos_token_id=151643, eos_token_id=151645),
+    "qwen3_8b": ModelConfig(family="qwen3", vocab_size=151936, d_model=4096, n_layers=36,
+                            n_heads=32, n_kv_heads=8, head_dim=128, d_ff=12288, rope_theta=1e6,
+                            norm_eps=1e-6, qk_norm=True, tie_embeddings=False, max_seq_len=40960,
+                            bos_token_id=151643, eos_token_id=151645),
+    "qwen3_14b": ModelConfig(family="qwen3", vocab_size=151936, d_model=5120, n_layers=40,
+                             n_heads=40, n_kv_heads=8, head_dim=128, d_ff=17408, rope_theta=1e6,
+                             norm_eps=1e-6, qk_norm=True, tie_embeddings=False, max_seq_len=40960,
+                             bos_token_id=151643, eos_token_id=151645),
+    "qwen3_32b": ModelConfig(family="qwen3", vocab_size=151936, d_model=5120, n_layers=64,
+                             n_heads=64, n_kv_heads=8, head_dim=128, d_ff=25600, rope_theta=1e6,
+                             norm_eps=1e-6, qk_norm=True, tie_embeddings=False, max_seq_len=40960,
+                             bos_token_id=151643, eos_token_id=151645),
 }
 
 

@@ -1,4 +1,4 @@
-"""The decoder as pure functions over a params pytree (Llama-3.x and Qwen2.5).
+"""The decoder as pure functions over a params pytree (Llama-3.x, Qwen2.5 and Qwen3).
 
 Params use the Hugging Face layout, so conversion is renaming and transposing only: projection
 kernels are stored [in, out] (HF stores [out, in]), per-layer tensors are stacked on a leading
@@ -43,6 +43,9 @@ def param_shapes(cfg: ModelConfig) -> dict[str, Any]:
     layers["bq"] = ((L, cfg.q_dim), ("layers", "q_heads"))
     layers["bk"] = ((L, cfg.kv_dim), ("layers", "kv_heads"))
     layers["bv"] = ((L, cfg.kv_dim), ("layers", "kv_heads"))
+  if cfg.qk_norm:  # one [head_dim] weight shared by every head (Qwen3)
+    layers["q_norm"] = ((L, cfg.head_dim), ("layers", "norm"))
+    layers["k_norm"] = ((L, cfg.head_dim), ("layers", "norm"))
   shapes = {
       "embed": ((V, D), ("vocab", "embed")),
       "layers": layers,
@@ -145,6 +148,9 @@ def _layer(x_BTD, lp, cos, sin, mask_BTS, k_cache, v_cache, index, cfg: ModelCon
   q = _dense(h_ND, lp["wq"], lp.get("bq")).reshape(B, T, cfg.n_heads, cfg.head_dim)
   k = _dense(h_ND, lp["wk"], lp.get("bk")).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
   v = _dense(h_ND, lp["wv"], lp.get("bv")).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+  if cfg.qk_norm:  # per head, over head_dim, before RoPE (Qwen3)
+    q = rms_norm(q, lp["q_norm"], cfg.norm_eps)
+    k = rms_norm(k, lp["k_norm"], cfg.norm_eps)
   q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
   if k_cache is not None:
     k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
