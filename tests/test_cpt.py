@@ -77,3 +77,22 @@ def test_config_errors_are_clear(tmp_path, corpus):
   for flag, message in cases:
     out = _run(tmp_path / "bad", corpus_dir, model, flag, check=False)
     assert out.returncode == 2 and message in out.stderr, (flag, out.stderr[-1500:])
+
+
+def test_epochs_give_the_steps_and_zero_steps_is_an_error(tmp_path, corpus):
+  """`num_steps=0, num_epochs=1` trains one pass of packed batches, not zero steps (it used to
+  exit 0 with an empty metrics file); an epoch too small for one batch is a config error."""
+  corpus_dir, model = corpus
+  out = _run(tmp_path / "epoch", corpus_dir, model, "--config.train.num_steps=0",
+             "--config.data.num_epochs=1", "--config.checkpoint.every=1000")
+  steps = [l for l in out.stdout.splitlines() if l.startswith("[cpt]") and "epoch(s)" in l]
+  assert steps, out.stdout[-2000:]
+  n = int(steps[0].split()[1])
+  rows = metrics_log.read_metrics(str(tmp_path / "epoch" / "metrics.jsonl"), "train/")
+  assert n > 0 and max(rows) == n, (n, sorted(rows))
+  tiny = tmp_path / "one.jsonl"
+  tiny.write_text(json.dumps({"text": "fever cough"}) + "\n")
+  out = _run(tmp_path / "none", corpus_dir, model, "--config.train.num_steps=0",
+             "--config.data.num_epochs=1", f"--config.data.train_paths={tiny}", check=False)
+  assert out.returncode == 2 and "make no full batch" in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr

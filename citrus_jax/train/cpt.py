@@ -31,12 +31,23 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
   common = dict(seed=config.seed, worker_count=d.get("worker_count", 0),
                 add_bos=d.get("add_bos", True), source_kwargs=source_kwargs(config, skips))
   train_common = {**common, "worker_count": 0}
-  train_iter = iter(multihost.sharded_dataset(
-      lambda shard, n_shards: pipeline.make_text_dataset(
-          runtime.split_paths(d.train_paths), tok, d.seq_len, d.global_batch_size,
-          shuffle=d.get("shuffle", True), num_epochs=d.get("num_epochs", 0) or None,
-          process_index=shard, process_count=n_shards, **train_common),
-      d.get("num_shards", 0), worker_count=d.get("worker_count", 0)))
+
+  def batches(num_epochs, worker_count=0):
+    return multihost.sharded_dataset(
+        lambda shard, n_shards: pipeline.make_text_dataset(
+            runtime.split_paths(d.train_paths), tok, d.seq_len, d.global_batch_size,
+            shuffle=d.get("shuffle", True), num_epochs=num_epochs,
+            process_index=shard, process_count=n_shards, **train_common),
+        d.get("num_shards", 0), worker_count=worker_count)
+
+  # Epochs -> steps: one pass over the corpus counts its packed batches (exact for 1 epoch;
+  # later epochs pack a reshuffled order, and the engine stops cleanly if they run out first).
+  count = lambda epochs: epochs * sum(1 for _ in batches(1))
+  num_steps, epochs = runtime.resolve_num_steps(config, "cpt", count,
+                                                f"{d.train_paths} (packed rows of {d.seq_len})")
+  if epochs is None:  # steps given: num_epochs, when set, still caps the data (as before)
+    epochs = d.get("num_epochs", 0) or None
+  train_iter = iter(batches(epochs, d.get("worker_count", 0)))
   n_eval = config.train.get("eval_batches", 4)
 
   def held_out_batches():
@@ -49,7 +60,7 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
       yield batch
 
   return engine.Stage(name="cpt", loss_fn=losses.lm_loss_fn(cfg, config.train.get("z_loss", 0.0)),
-                      train_iter=train_iter, num_steps=config.train.num_steps,
+                      train_iter=train_iter, num_steps=num_steps,
                       init_params=runtime.init_params_fn(config, cfg, mesh),
                       eval_batches=held_out_batches if d.get("eval_paths") else None)
 

@@ -79,9 +79,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
       eval_pairs = _with_reference(eval_pairs, params0, cfg, seq_len, d.global_batch_size,
                                    os.path.join(workdir, "reference_logprobs_eval.npy"))
 
-  num_steps = config.train.num_steps
-  if num_steps <= 0:
-    num_steps = max(1, int(d.get("num_epochs", 1) or 1) * len(pairs) // d.global_batch_size)
+  num_steps, _ = runtime.resolve_num_steps(
+      config, "rl", lambda epochs: epochs * len(pairs) // d.global_batch_size,
+      f"{len(pairs)} pairs")
   train_iter = iter(pair_dataset(pairs, seq_len, d.global_batch_size, seed=config.seed,
                                  shuffle=d.get("shuffle", True)))
   eval_batches = None

@@ -92,28 +92,15 @@ def load_data(config: ml_collections.ConfigDict, tok: Any, paths: Any, label: st
 
 def resolve_steps(config: ml_collections.ConfigDict, data: sft_data.SftData, name: str
                   ) -> tuple[int, int | None]:
-  """(num_steps, pipeline epochs): train.num_steps if > 0 (data repeats), else whole epochs."""
+  """(num_steps, pipeline epochs) by the shared rule (`runtime.resolve_num_steps`)."""
   d = config.data
-  if config.train.num_steps > 0:
-    print(f"[{name}] {config.train.num_steps} steps (config.train.num_steps; the data repeats "
-          "as needed)", flush=True)
-    return int(config.train.num_steps), None
-  epochs = int(d.get("num_epochs", 0))
-  if epochs <= 0:
-    raise runtime.ConfigError(f"[{name}] set config.train.num_steps > 0 or "
-                              "config.data.num_epochs > 0")
-  steps = sft_data.count_batches(data, d.seq_len, d.global_batch_size, epochs,
-                                 pack=config.sft.get("pack", True), seed=config.seed,
-                                 shuffle=d.get("shuffle", True),
-                                 process_count=d.get("num_shards", 0) or jax.process_count())
-  if steps <= 0:
-    raise runtime.ConfigError(
-        f"[{name}] {epochs} epoch(s) of {data.audit.examples} examples make no full batch of "
-        f"{d.global_batch_size} rows; lower config.data.global_batch_size or add data")
-  layout = "packed" if config.sft.get("pack", True) else "one example per row"
-  print(f"[{name}] {steps} steps = {epochs} epoch(s) in full batches of {d.global_batch_size} "
-        f"rows of {d.seq_len} tokens ({layout})", flush=True)
-  return steps, epochs
+  layout = "packed rows" if config.sft.get("pack", True) else "one example per row"
+  count = lambda epochs: sft_data.count_batches(
+      data, d.seq_len, d.global_batch_size, epochs, pack=config.sft.get("pack", True),
+      seed=config.seed, shuffle=d.get("shuffle", True),
+      process_count=d.get("num_shards", 0) or jax.process_count())
+  return runtime.resolve_num_steps(
+      config, name, count, f"{data.audit.examples} examples ({layout} of {d.seq_len} tokens)")
 
 
 def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any, name: str,
