@@ -249,7 +249,11 @@ def step_rl(config, step_dir, pairs_path, tok_path, sft3_dir):
   c.optim.lr = config.demo.rl_lr
   c.rl.max_length = config.demo.rl_max_length
   c.rl.max_prompt_length = config.demo.rl_max_prompt_length
-  c.data.global_batch_size = min(config.data.global_batch_size, 8)
+  d = config.demo
+  c.data.global_batch_size = d.get("rl_batch_size", 0) or min(config.data.global_batch_size, 8)
+  for key in ("beta", "gamma", "cpo_alpha"):  # unset: the loss's own default (Citrus values)
+    if d.get(f"rl_{key}") is not None:
+      c.rl[key] = float(d.get(f"rl_{key}"))
   c.train.num_steps = 0
   runtime.save_resolved_config(c, step_dir)
   result = rl.run(c, step_dir)

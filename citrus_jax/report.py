@@ -44,6 +44,27 @@ def _pct(x: Any) -> str:
   return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _correct_by_id(path: str) -> dict[str, bool]:
+  with open(path, encoding="utf-8") as f:
+    return {r["id"]: bool(r["correct"]) for r in map(json.loads, f) if r.get("id") is not None}
+
+
+def paired_test(eval_dir: str, base: str = "sft3", final: str = "rl") -> dict[str, Any] | None:
+  """McNemar exact test of `final` vs `base` on the items both answered (same ids)."""
+  from citrus_jax.eval import stats
+  paths = [os.path.join(eval_dir, f"{name}_items.jsonl") for name in (base, final)]
+  if not all(os.path.exists(p) for p in paths):
+    return None
+  a, b = map(_correct_by_id, paths)
+  ids = sorted(set(a) & set(b))
+  x, y = [a[i] for i in ids], [b[i] for i in ids]
+  test = stats.mcnemar_exact(x, y)
+  _, lo, hi = stats.paired_bootstrap_diff(x, y)
+  return {"base": base, "final": final, "n": len(ids), "diff_ci95": [lo, hi],
+          "base_acc": sum(a[i] for i in ids) / max(len(ids), 1),
+          "final_acc": sum(b[i] for i in ids) / max(len(ids), 1), **test}
+
+
 def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
   """Writes report.md, loss_curves.png and summary.json; prints the summary table."""
   evals = steps["eval"]["results"]
@@ -64,6 +85,7 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
                    "gold_fallback": steps["rejection"].get("n_fallback_pairs", 0),
                    "stats": steps["rejection"]["stats"]},
       "decontamination": steps["data"].get("decontamination"),
+      "paired_test": paired_test(os.path.join(workdir, "eval")),
   }
   figure = plot(loss_curves(workdir), os.path.join(workdir, "loss_curves.png"))
   head = ("| checkpoint | accuracy (generate) | valid acc | no answer | loglik acc | "
@@ -76,6 +98,13 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
               if g in s["by_group"] else "-" for g in groups]
     lines.append("| " + " | ".join(cells) + " |")
   table = "\n".join(lines)
+  pt = summary["paired_test"]
+  paired = "(no per-item records to pair)" if pt is None else (
+      f"{pt['final']} vs {pt['base']} on the same {pt['n']} items: {_pct(pt['final_acc'])} vs "
+      f"{_pct(pt['base_acc'])} ({100 * (pt['final_acc'] - pt['base_acc']):+.1f} points); right "
+      f"only after {pt['final']}: {pt['b_only']}, only before: {pt['a_only']}; McNemar exact "
+      f"p = {pt['p']:.3g}; 95% bootstrap interval of the difference "
+      f"[{100 * pt['diff_ci95'][0]:+.1f}, {100 * pt['diff_ci95'][1]:+.1f}] points")
   rs = steps["rejection"]["stats"]
   wall_rows = "\n".join(f"| {k} | {v:.0f} |" for k, v in summary["wall_s"].items())
   md = f"""# Citrus demo report
@@ -84,6 +113,8 @@ Held-out test split of the clinical world: 4-option MCQs, never used for any cho
 Generation uses the Citrus prompt (greedy); log-likelihood scores each option's text.
 
 {table}
+
+Paired test (final vs SFT-3): {paired}
 
 Stages that did not help are shown as measured; groups: `unique_finding` (a finding unique to the
 diagnosis), `shared_only` (decided by weighing shared findings), `cpt_only` (conditions seen only
@@ -119,6 +150,7 @@ no sample was correct). Sampling statistics:
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   print("\n" + table + "\n", flush=True)
+  print(f"paired test: {paired}", flush=True)
   print(f"RL pairs kept: {steps['rejection']['n_pairs']}; total wall time "
         f"{summary['wall_s']['total']:.0f}s; HF export: {summary['hf_export']}", flush=True)
   print(f"report: {os.path.join(workdir, 'report.md')}", flush=True)

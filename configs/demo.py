@@ -81,6 +81,10 @@ def get_config(preset: str = "default"):
       rs_unverified_as_wrong=True,  # an answer naming no option is a wrong answer
       rs_min_pairs=32,  # below this, top up with gold-chain pairs (reported separately)
       rl_epochs=p["rl_epochs"], rl_lr=1e-4, rl_max_length=p["seq_len"],
+      rl_batch_size=8,  # pairs per RL step
+      rl_beta=ml_collections.config_dict.placeholder(float),  # unset: CPO+SimPO's beta 10
+      rl_gamma=ml_collections.config_dict.placeholder(float),  # unset: gamma 5.4
+      rl_cpo_alpha=ml_collections.config_dict.placeholder(float),  # unset: alpha 0.05
       rl_max_prompt_length=p["seq_len"] * 2 // 3,
       eval_items=p["eval_items"], eval_max_new_tokens=p["eval_max_new_tokens"],
       eval_batch_size=50, decontam_n=13,

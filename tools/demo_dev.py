@@ -2,10 +2,12 @@
 
   python tools/demo_dev.py eval runs/demo                      # SFT-3 and RL of a finished run
   python tools/demo_dev.py sweep runs/demo 4:1700:3e-3 8:850:3e-3   # SFT-3 variants (batch:steps:lr)
+  python tools/demo_dev.py rl runs/demo 3:1e-4:0.05:8            # RL variants (epochs:lr:alpha:batch)
 
 `eval` scores a finished demo run's SFT-3 and RL checkpoints on its dev split; `sweep` trains
 SFT-3 again from the run's SFT-2 checkpoint for each variant (in $SWEEP_DIR, default
-/tmp/demo_sweep/<variant>) and scores each. Both print generation accuracy, per-group accuracy
+/tmp/demo_sweep/<variant>) and scores each; `rl` trains the RL stage again from the run's SFT-3
+checkpoint on its rejection-sampled pairs ($PAIRS overrides the pair file) for each variant. Both print generation accuracy, per-group accuracy
 and how often the impression line names the right diagnosis. README (The demo) lists the runs.
 """
 from __future__ import annotations
@@ -20,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from citrus_jax import pipeline, tokenizer  # noqa: E402
 from citrus_jax.eval import benchmarks, harness  # noqa: E402
 from citrus_jax.train import sft  # noqa: E402
-from configs import demo as demo_config, sft as sft_config  # noqa: E402
+from citrus_jax.train import rl  # noqa: E402
+from configs import demo as demo_config, rl as rl_config, sft as sft_config  # noqa: E402
 
 _IMPRESSION = re.compile(r"The findings point to (.+?)\.\n")
 
@@ -59,12 +62,34 @@ def sweep(run: str, variants: list[str]) -> None:
     _score(run, os.path.join(out, "sft3"), variant)
 
 
+def rl_sweep(run: str, variants: list[str]) -> None:
+  c = demo_config.get_config("default")
+  c.progress = False
+  pairs = os.environ.get("PAIRS", os.path.join(run, "rejection", "pairs.jsonl"))
+  tok = os.path.join(run, "tokenizer", "sp.model")
+  for variant in variants:
+    epochs, lr, alpha, batch = variant.split(":")
+    out = os.path.join(os.environ.get("SWEEP_DIR", "/tmp/demo_sweep"), "rl_" + variant.replace(":", "_"))
+    r = pipeline._stage_config(rl_config, "demo", c, out, tok, train_paths=pairs,
+                               num_epochs=int(epochs))
+    r.init.checkpoint = os.path.join(run, "sft", "sft3")
+    r.optim.lr, r.rl.cpo_alpha, r.data.global_batch_size = float(lr), float(alpha), int(batch)
+    r.rl.max_length, r.rl.max_prompt_length = c.demo.rl_max_length, c.demo.rl_max_prompt_length
+    r.train.num_steps, r.checkpoint.every = 0, 100_000
+    start = time.perf_counter()
+    rl.run(r, out)
+    print(f"[rl sweep] {variant}: trained in {time.perf_counter() - start:.0f}s", flush=True)
+    _score(run, out, "rl " + variant)
+
+
 def main(argv: list[str]) -> None:
-  if len(argv) < 3 or argv[1] not in ("eval", "sweep"):
+  if len(argv) < 3 or argv[1] not in ("eval", "sweep", "rl"):
     sys.exit(__doc__)
   if argv[1] == "eval":
     for stage in ("sft/sft3", "rl"):
       _score(argv[2], os.path.join(argv[2], stage), f"{argv[2]} {stage}")
+  elif argv[1] == "rl":
+    rl_sweep(argv[2], argv[3:])
   else:
     sweep(argv[2], argv[3:])
 
