@@ -44,25 +44,14 @@ def _pct(x: Any) -> str:
   return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _correct_by_id(path: str) -> dict[str, bool]:
-  with open(path, encoding="utf-8") as f:
-    return {r["id"]: bool(r["correct"]) for r in map(json.loads, f) if r.get("id") is not None}
-
-
 def paired_test(eval_dir: str, base: str = "sft3", final: str = "rl") -> dict[str, Any] | None:
-  """McNemar exact test of `final` vs `base` on the items both answered (same ids)."""
-  from citrus_jax.eval import stats
+  """McNemar exact test and paired bootstrap of `final` vs `base` on the items both answered."""
+  from citrus_jax.eval import compare
   paths = [os.path.join(eval_dir, f"{name}_items.jsonl") for name in (base, final)]
   if not all(os.path.exists(p) for p in paths):
     return None
-  a, b = map(_correct_by_id, paths)
-  ids = sorted(set(a) & set(b))
-  x, y = [a[i] for i in ids], [b[i] for i in ids]
-  test = stats.mcnemar_exact(x, y)
-  _, lo, hi = stats.paired_bootstrap_diff(x, y)
-  return {"base": base, "final": final, "n": len(ids), "diff_ci95": [lo, hi],
-          "base_acc": sum(a[i] for i in ids) / max(len(ids), 1),
-          "final_acc": sum(b[i] for i in ids) / max(len(ids), 1), **test}
+  (row,) = compare.compare_predictions(*paths)["benchmarks"].values()
+  return None if row["p"] is None else {"base": base, "final": final, **row}
 
 
 def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
@@ -100,8 +89,8 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
   table = "\n".join(lines)
   pt = summary["paired_test"]
   paired = "(no per-item records to pair)" if pt is None else (
-      f"{pt['final']} vs {pt['base']} on the same {pt['n']} items: {_pct(pt['final_acc'])} vs "
-      f"{_pct(pt['base_acc'])} ({100 * (pt['final_acc'] - pt['base_acc']):+.1f} points); right "
+      f"{pt['final']} vs {pt['base']} on the same {pt['n']} items: {_pct(pt['acc_b'])} vs "
+      f"{_pct(pt['acc_a'])} ({100 * pt['diff']:+.1f} points); right "
       f"only after {pt['final']}: {pt['b_only']}, only before: {pt['a_only']}; McNemar exact "
       f"p = {pt['p']:.3g}; 95% bootstrap interval of the difference "
       f"[{100 * pt['diff_ci95'][0]:+.1f}, {100 * pt['diff_ci95'][1]:+.1f}] points")

@@ -76,6 +76,14 @@ class ModelConfig:
 _LLAMA31_SCALING = (8.0, 1.0, 4.0, 8192)
 _LLAMA32_SCALING = (32.0, 1.0, 4.0, 8192)
 
+
+def _qwen3(d_model: int, n_layers: int, n_heads: int, d_ff: int, *, tied: bool) -> ModelConfig:
+  """A Qwen3 dense size: what varies with size; the rest is shared by every Hub checkpoint."""
+  return ModelConfig(family="qwen3", vocab_size=151936, d_model=d_model, n_layers=n_layers,
+                     n_heads=n_heads, n_kv_heads=8, head_dim=128, d_ff=d_ff, rope_theta=1e6,
+                     norm_eps=1e-6, qk_norm=True, tie_embeddings=tied, max_seq_len=40960,
+                     bos_token_id=151643, eos_token_id=151645)
+
 PRESETS: dict[str, ModelConfig] = {
     # Unit tests: a few thousand parameters.
     "tiny": ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
@@ -117,30 +125,12 @@ PRESETS: dict[str, ModelConfig] = {
                                bos_token_id=151643, eos_token_id=151645),
     # Qwen3 dense (the Hub config.json values; head_dim 128 at every size, so q_dim != d_model
     # for 0.6B, 4B and 32B).
-    "qwen3_0_6b": ModelConfig(family="qwen3", vocab_size=151936, d_model=1024, n_layers=28,
-                              n_heads=16, n_kv_heads=8, head_dim=128, d_ff=3072, rope_theta=1e6,
-                              norm_eps=1e-6, qk_norm=True, tie_embeddings=True, max_seq_len=40960,
-                              bos_token_id=151643, eos_token_id=151645),
-    "qwen3_1_7b": ModelConfig(family="qwen3", vocab_size=151936, d_model=2048, n_layers=28,
-                              n_heads=16, n_kv_heads=8, head_dim=128, d_ff=6144, rope_theta=1e6,
-                              norm_eps=1e-6, qk_norm=True, tie_embeddings=True, max_seq_len=40960,
-                              bos_token_id=151643, eos_token_id=151645),
-    "qwen3_4b": ModelConfig(family="qwen3", vocab_size=151936, d_model=2560, n_layers=36,
-                            n_heads=32, n_kv_heads=8, head_dim=128, d_ff=9728, rope_theta=1e6,
-                            norm_eps=1e-6, qk_norm=True, tie_embeddings=True, max_seq_len=40960,
-                            bos_token_id=151643, eos_token_id=151645),
-    "qwen3_8b": ModelConfig(family="qwen3", vocab_size=151936, d_model=4096, n_layers=36,
-                            n_heads=32, n_kv_heads=8, head_dim=128, d_ff=12288, rope_theta=1e6,
-                            norm_eps=1e-6, qk_norm=True, tie_embeddings=False, max_seq_len=40960,
-                            bos_token_id=151643, eos_token_id=151645),
-    "qwen3_14b": ModelConfig(family="qwen3", vocab_size=151936, d_model=5120, n_layers=40,
-                             n_heads=40, n_kv_heads=8, head_dim=128, d_ff=17408, rope_theta=1e6,
-                             norm_eps=1e-6, qk_norm=True, tie_embeddings=False, max_seq_len=40960,
-                             bos_token_id=151643, eos_token_id=151645),
-    "qwen3_32b": ModelConfig(family="qwen3", vocab_size=151936, d_model=5120, n_layers=64,
-                             n_heads=64, n_kv_heads=8, head_dim=128, d_ff=25600, rope_theta=1e6,
-                             norm_eps=1e-6, qk_norm=True, tie_embeddings=False, max_seq_len=40960,
-                             bos_token_id=151643, eos_token_id=151645),
+    "qwen3_0_6b": _qwen3(1024, 28, 16, 3072, tied=True),
+    "qwen3_1_7b": _qwen3(2048, 28, 16, 6144, tied=True),
+    "qwen3_4b": _qwen3(2560, 36, 32, 9728, tied=True),
+    "qwen3_8b": _qwen3(4096, 36, 32, 12288, tied=False),
+    "qwen3_14b": _qwen3(5120, 40, 40, 17408, tied=False),
+    "qwen3_32b": _qwen3(5120, 64, 64, 25600, tied=False),
 }
 
 
