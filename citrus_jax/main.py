@@ -68,6 +68,9 @@ def run_job(config) -> tuple[str, bool]:
   elif config.stage == "rl":
     from citrus_jax.train import rl
     results = [rl.run(config, workdir)]
+  elif config.stage == "grpo":
+    from citrus_jax.train import grpo
+    results = [grpo.run(config, workdir)]
   elif config.stage == "eval":
     from citrus_jax.eval import harness
     workdir = harness.run(config, workdir)

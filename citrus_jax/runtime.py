@@ -12,7 +12,7 @@ from citrus_jax import sharding
 from citrus_jax.model import config as model_config
 from citrus_jax.model.config import ModelConfig
 
-STAGES = ("cpt", "sft", "rl", "eval", "pipeline", "info")
+STAGES = ("cpt", "sft", "rl", "grpo", "eval", "pipeline", "info")
 MODES = ("train", "plan", "inspect")
 
 
@@ -39,7 +39,7 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int | None = None
     mesh_shape = sharding.infer_mesh_shape(config.mesh.shape, n_devices)
   except ValueError as e:
     raise ConfigError(f"config.mesh.shape: {e}") from None
-  if config.stage in ("cpt", "sft", "rl") and config.get("mode", "train") == "train":
+  if config.stage in ("cpt", "sft", "rl", "grpo") and config.get("mode", "train") == "train":
     dp = mesh_shape[0] * mesh_shape[1]
     gbs = config.data.global_batch_size
     if gbs % dp:

@@ -341,7 +341,7 @@ def _call_seed(seed: int, call: int) -> int:
   return (seed * 1_000_003 + call) % (2**31 - 1)
 
 
-def _decode(tok: Any, ids: Sequence[int]) -> str:
+def decode_with_specials(tok: Any, ids: Sequence[int]) -> str:
   """Special tokens are KEPT as text, so the stray-tag check sees a generated <|im_start|>."""
   try:
     return tok.decode(list(ids), skip_special=False)
@@ -367,7 +367,7 @@ def make_generate_fn(params: Any, cfg: Any, tok: Any, *, max_new_tokens: int,
     res = sampler.generate(params, cfg, prompt_ids, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                            stop_ids=stop, pad_id=pad, mesh=mesh)
-    return [(_decode(tok, [t for t in toks if t not in stop]).strip(), reason)
+    return [(decode_with_specials(tok, [t for t in toks if t not in stop]).strip(), reason)
             for toks, reason in zip(res.tokens, res.finish_reason)]
 
   return generate

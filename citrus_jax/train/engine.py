@@ -38,6 +38,10 @@ class Stage:
   eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None
   tokens_in_batch: Callable[[dict[str, np.ndarray]], int] = (
       lambda b: int((np.asarray(b["segment_ids"]) > 0).sum()))
+  # Online RL: (params, what train_iter gave, step) -> (train batch, host metrics). The batch is
+  # made from the CURRENT params (e.g. group rollouts); train_iter then yields prompts, so resume
+  # stays exact as long as the rollout's randomness is a function of the step.
+  rollout: Callable[[Any, Any, int], tuple[dict[str, np.ndarray], dict[str, float]]] | None = None
 
 
 @dataclasses.dataclass
@@ -167,9 +171,13 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
         print(f"[{stage.name}] data ran out{where} at step {step} of {stage.num_steps}",
               flush=True)
         break
+      rollout_metrics: dict[str, float] = {}
+      if stage.rollout is not None:
+        local, rollout_metrics = stage.rollout(state.params, local, step)
       tokens_since += stage.tokens_in_batch(local)
       state, metrics = step_fn(state, to_global(local, mesh))
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      metrics.update(rollout_metrics)
       if not math.isfinite(metrics["loss"]):
         ckpt.wait()
         raise NonFiniteLossError(
@@ -177,7 +185,8 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
             f"not updated by that step; the last good checkpoint (step {ckpt.latest_step()}) is "
             f"in {workdir}/checkpoints. Lower optim.lr, enable optim.grad_clip or check the data.")
       step += 1
-      metrics["perplexity"] = math.exp(min(metrics.get("nll", metrics["loss"]), 50.0))
+      if stage.rollout is None:  # a policy-gradient loss is no log-likelihood
+        metrics["perplexity"] = math.exp(min(metrics.get("nll", metrics["loss"]), 50.0))
       if step % log_every == 0 or step == stage.num_steps:
         dt = time.perf_counter() - t_last
         metrics["tokens_per_sec"] = tokens_since / max(dt, 1e-9)

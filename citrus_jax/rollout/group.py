@@ -1,0 +1,128 @@
+"""Group rollouts for GRPO-family RL: G completions per prompt from the CURRENT params, scored.
+
+`make_rollout_fn` returns the `engine.Stage.rollout` hook: the prompt batch the stage's iterator
+yields (question indices, the same on every process) -> G samples per prompt with the KV-cache
+sampler on the training mesh (the live, sharded params: no weight copy, no second engine) ->
+verified rewards -> group-normalised advantages -> fixed-shape training rows, of which each process
+keeps its own contiguous slice. The sampling seed is a function of (seed, step), so a resumed run
+draws the same completions it would have drawn.
+
+Row layout (the LM batch plus two fields): `inputs`/`targets` = (prompt + completion) shifted by
+one, `loss_mask` = 1 on completion targets (the stop token included: it is part of the action),
+`positions`, `segment_ids`, `advantages` [R], and `ref_logp` [R, T] when a KL to the initial
+params is asked for (beta > 0).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from citrus_jax.rollout.rewards import Reward, answer_reward, group_stats
+from citrus_jax.train import grpo_loss
+
+
+def completion_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                    seq_len: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+  """Right-padded next-token rows of prompt + completion with the loss on the completion."""
+  R = len(prompts)
+  out = {k: np.zeros((R, seq_len), np.int32) for k in ("inputs", "targets", "positions",
+                                                       "segment_ids")}
+  out["inputs"][:] = pad_id
+  out["targets"][:] = pad_id
+  out["loss_mask"] = np.zeros((R, seq_len), np.float32)
+  for i, (p, c) in enumerate(zip(prompts, completions)):
+    seq = list(p) + list(c)
+    if len(seq) - 1 > seq_len:
+      raise ValueError(f"row {i}: prompt {len(p)} + completion {len(c)} tokens exceed "
+                       f"seq_len + 1 = {seq_len + 1}")
+    n = len(seq) - 1
+    out["inputs"][i, :n] = seq[:-1]
+    out["targets"][i, :n] = seq[1:]
+    out["positions"][i, :n] = np.arange(n)
+    out["segment_ids"][i, :n] = 1
+    out["loss_mask"][i, len(p) - 1:n] = 1.0
+  return out
+
+
+def _ref_logprobs_fn(cfg: Any) -> Callable:
+  from citrus_jax.model import transformer
+  from citrus_jax.train.losses import token_logprobs
+
+  @jax.jit
+  def ref_logp(params, rows):
+    logits, _ = transformer.forward(params, rows["inputs"], cfg, positions_BT=rows["positions"],
+                                    segment_ids_BT=rows["segment_ids"])
+    return token_logprobs(logits, rows["targets"])
+  return ref_logp
+
+
+def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Sequence[int]], *,
+                    num_generations: int, max_new_tokens: int, seq_len: int, stop_ids: Sequence[int],
+                    pad_id: int, decode: Callable[[Sequence[int]], str], mesh: Any, seed: int,
+                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                    scale_rewards: str | bool = "group", dynamic_sampling: bool = False,
+                    mask_truncated: bool = False, format_weight: float = 0.0,
+                    judge: Any = None, ref_params: Any = None,
+                    on_samples: Callable[[int, list[dict]], None] | None = None) -> Callable:
+  """The Stage.rollout hook (module doc). `questions[i]` is scored against `prompt_ids[i]`'s
+  completions; `on_samples(step, records)` (process 0) receives each step's texts and rewards."""
+  from citrus_jax import multihost
+  from citrus_jax.infer import sampler
+  G = num_generations
+  ref_fn = _ref_logprobs_fn(cfg) if ref_params is not None else None
+  stop = set(stop_ids)
+
+  def rollout(params: Any, index_batch: Any, step: int) -> tuple[dict[str, np.ndarray],
+                                                                  dict[str, float]]:
+    t0 = time.perf_counter()
+    idx = [int(i) for i in np.asarray(index_batch).reshape(-1)]
+    rows_prompts = [prompt_ids[i] for i in idx for _ in range(G)]
+    res = sampler.generate(params, cfg, rows_prompts, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, top_k=top_k,
+                           seed=(seed * 1_000_003 + step) % (2 ** 31 - 1), stop_ids=tuple(stop),
+                           pad_id=pad_id, mesh=mesh)
+    t_gen = time.perf_counter() - t0
+    rewards: list[Reward] = []
+    for r, (toks, reason) in enumerate(zip(res.tokens, res.finish_reason)):
+      text = decode([t for t in toks if t not in stop]).strip()
+      rewards.append(answer_reward(questions[idx[r // G]], text, reason,
+                                   format_weight=format_weight, judge=judge))
+    values = np.asarray([rw.value for rw in rewards], np.float32)
+    adv = np.asarray(grpo_loss.group_advantages(values, G, scale_rewards))
+    rows = completion_rows(rows_prompts, res.tokens, seq_len, pad_id)
+    keep = np.ones(len(values), bool)
+    if dynamic_sampling:  # groups with one reward for all carry no signal: out of the loss
+      keep &= ~np.repeat(np.asarray(grpo_loss.dynamic_sampling_mask(values, G)), G)
+    truncated = np.asarray([reason != "stop" for reason in res.finish_reason])
+    if mask_truncated:
+      keep &= ~truncated
+    rows["loss_mask"] *= keep[:, None].astype(np.float32)
+    rows["advantages"] = adv.astype(np.float32)
+    lengths = np.asarray([len(t) for t in res.tokens], np.float32)
+    metrics = dict(group_stats(rewards, G))
+    metrics.update({"completion_length/mean": float(lengths.mean()),
+                    "completion_length/max": float(lengths.max()),
+                    "truncated_rate": float(truncated.mean()),
+                    "rows_trained": float(keep.mean()),
+                    "time/rollout_s": t_gen})
+    if on_samples is not None and jax.process_index() == 0:
+      on_samples(step, [{"question": questions[idx[r // G]].id, "row": r,
+                         "text": decode([t for t in res.tokens[r] if t not in stop]),
+                         "finish_reason": res.finish_reason[r], "reward": rw.value,
+                         "correct": rw.correct, "pred": rw.pred, "advantage": float(adv[r])}
+                        for r, rw in enumerate(rewards)])
+    pi, pc = jax.process_index(), jax.process_count()
+    n = len(values) // pc
+    local = {k: v[pi * n:(pi + 1) * n] for k, v in rows.items()}
+    if ref_fn is not None:  # log-probs of the frozen initial params, for the k3 KL
+      from citrus_jax.train.engine import in_mesh, to_global
+      fields = ("inputs", "targets", "positions", "segment_ids")
+      ref = multihost.to_host(in_mesh(mesh, ref_fn)(
+          ref_params, to_global({k: local[k] for k in fields}, mesh)))
+      local["ref_logp"] = np.asarray(ref, np.float32)[pi * n:(pi + 1) * n]
+    return local, metrics
+
+  return rollout
