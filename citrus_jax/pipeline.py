@@ -261,6 +261,27 @@ def step_rl(config, step_dir, pairs_path, tok_path, sft3_dir):
           "metrics": {k: v for k, v in result.last_metrics.items()}}
 
 
+def step_grpo(config, step_dir, questions_path, tok_path, init_dir):
+  """Online RL with verified rewards (configs/grpo.py "demo") on the world's RL questions."""
+  from configs import grpo as grpo_config
+  from citrus_jax.train import grpo
+  d = config.demo
+  c = _stage_config(grpo_config, "demo", config, step_dir, tok_path, train_paths=questions_path)
+  c.init.checkpoint = init_dir
+  c.optim.lr = d.grpo_lr
+  c.grpo.update(prompts_per_step=d.grpo_prompts, num_generations=d.grpo_generations,
+                max_new_tokens=d.rs_max_new_tokens, temperature=d.grpo_temperature,
+                loss_type=d.grpo_loss, max_prompt_length=d.rl_max_prompt_length)
+  c.train.num_steps = d.grpo_steps
+  c.train.log_every = 1
+  c.checkpoint.every = max(d.grpo_steps // 2, 1)
+  c.data.global_batch_size = d.grpo_prompts * d.grpo_generations
+  c.data.seq_len = d.rl_max_prompt_length + d.rs_max_new_tokens
+  runtime.save_resolved_config(c, step_dir)
+  result = grpo.run(c, step_dir)
+  return {"workdir": step_dir, "steps": result.step, "metrics": dict(result.last_metrics)}
+
+
 def step_eval(config, step_dir, paths, tok_path, checkpoints):
   """Every stage's params on the held-out test split: generation and log-likelihood."""
   from citrus_jax import tokenizer
@@ -306,13 +327,13 @@ def by_group(records: list[dict], items: list[Any]) -> dict[str, dict[str, float
   return {g: {"acc": float(np.mean(v)), "n": len(v)} for g, v in sorted(groups.items())}
 
 
-def step_export(config, step_dir, tok_path, rl_dir):
+def step_export(config, step_dir, tok_path, final_dir, stage="rl"):
   from citrus_jax import hf, tokenizer
-  cfg, params = _load(rl_dir)
+  cfg, params = _load(final_dir)
   out = os.path.join(step_dir, "hf")
   hf.save(out, params, cfg, tokenizer=tokenizer.load_tokenizer(tok_path),
-          provenance={"source_checkpoint": rl_dir, "stage": "rl"}, overwrite=True)
-  return {"hf_export": out}
+          provenance={"source_checkpoint": final_dir, "stage": stage}, overwrite=True)
+  return {"hf_export": out, "stage": stage}
 
 
 def _jsonable(x: Any) -> Any:
@@ -343,9 +364,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     raise RuntimeError("rejection sampling kept no pairs; see rejection/done.json stats")
   rl = _run_step(workdir, "rl", lambda d: step_rl(config, d, rej["pairs"], tok_path, sft3))
   checkpoints = {"random": None, "cpt": cpt["workdir"], "sft3": sft3, "rl": rl["workdir"]}
-  ev = _run_step(workdir, "eval", lambda d: step_eval(config, d, paths, tok_path, checkpoints))
-  export = _run_step(workdir, "export", lambda d: step_export(config, d, tok_path, rl["workdir"]))
-  steps = {"data": data, "tokenizer": tok, "cpt": cpt, "sft": sft, "rejection": rej, "rl": rl,
-           "eval": ev, "export": export}
+  steps = {"data": data, "tokenizer": tok, "cpt": cpt, "sft": sft, "rejection": rej, "rl": rl}
+  if config.demo.get("grpo_steps", 0):
+    steps["grpo"] = _run_step(workdir, "grpo", lambda d: step_grpo(
+        config, d, paths["rl_questions"], tok_path, rl["workdir"]))
+    checkpoints["grpo"] = steps["grpo"]["workdir"]
+  final = list(checkpoints)[-1]
+  steps["eval"] = _run_step(workdir, "eval",
+                            lambda d: step_eval(config, d, paths, tok_path, checkpoints))
+  steps["export"] = _run_step(workdir, "export", lambda d: step_export(
+      config, d, tok_path, checkpoints[final], final))
   report.write(workdir, steps)
   return workdir

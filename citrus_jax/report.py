@@ -7,18 +7,21 @@ from typing import Any
 
 from citrus_jax.train import metrics_log
 
-EVAL_ORDER = ("random", "cpt", "sft3", "rl")
-CURVES = (("CPT", "cpt"), ("SFT-1", "sft/sft1"), ("SFT-2", "sft/sft2"), ("SFT-3", "sft/sft3"),
-          ("CPO+SimPO", "rl"))
+EVAL_ORDER = ("random", "cpt", "sft3", "rl", "grpo")
+# (panel title, stage directory, metric): losses for the supervised and preference stages, the
+# mean verified reward of each step's rollouts for GRPO.
+CURVES = (("CPT", "cpt", "loss"), ("SFT-1", "sft/sft1", "loss"), ("SFT-2", "sft/sft2", "loss"),
+          ("SFT-3", "sft/sft3", "loss"), ("CPO+SimPO", "rl", "loss"),
+          ("GRPO reward", "grpo", "reward/mean"))
 
 
 def loss_curves(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
   curves = {}
-  for label, sub in CURVES:
+  for label, sub, key in CURVES:
     rows = metrics_log.read_metrics(os.path.join(workdir, sub, "metrics.jsonl"), "train/")
-    if rows:
-      steps = sorted(rows)
-      curves[label] = (steps, [rows[s]["train/loss"] for s in steps])
+    steps = sorted(s for s in rows if f"train/{key}" in rows[s])
+    if steps:
+      curves[label] = (steps, [rows[s][f"train/{key}"] for s in steps])
   return curves
 
 
@@ -33,7 +36,7 @@ def plot(curves: dict[str, tuple[list[int], list[float]]], path: str) -> str:
     ax.set_title(label)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-  axes[0].set_ylabel("train loss")
+  axes[0].set_ylabel("train loss (GRPO: mean reward)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -52,6 +55,23 @@ def paired_test(eval_dir: str, base: str = "sft3", final: str = "rl") -> dict[st
     return None
   (row,) = compare.compare_predictions(*paths)["benchmarks"].values()
   return None if row["p"] is None else {"base": base, "final": final, **row}
+
+
+def _rl_rows(workdir: str, steps: dict[str, Any]) -> str:
+  """One row per RL stage: what it trained on and how long."""
+  lines = ["| stage | trained on | steps | seconds |", "|---|---|---|---|"]
+  if "rl" in steps:
+    lines.append(f"| CPO+SimPO (rl) | {steps['rejection']['n_pairs']} rejection-sampled pairs | "
+                 f"{steps['rl'].get('steps')} | {steps['rl'].get('wall_s', 0):.0f} |")
+  if "grpo" in steps:
+    rows = metrics_log.read_metrics(os.path.join(workdir, "grpo", "metrics.jsonl"), "train/")
+    r = [rows[s].get("train/reward/mean", 0.0) for s in sorted(rows)]
+    k = max(len(r) // 4, 1)
+    trend = (f"; mean reward {sum(r[:k]) / k:.2f} (first {k} steps) -> {sum(r[-k:]) / k:.2f} "
+             f"(last {k})") if r else ""
+    lines.append(f"| GRPO (grpo) | group rollouts on the RL questions{trend} | "
+                 f"{steps['grpo'].get('steps')} | {steps['grpo'].get('wall_s', 0):.0f} |")
+  return "\n".join(lines)
 
 
 def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +94,8 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
                    "gold_fallback": steps["rejection"].get("n_fallback_pairs", 0),
                    "stats": steps["rejection"]["stats"]},
       "decontamination": steps["data"].get("decontamination"),
-      "paired_test": paired_test(os.path.join(workdir, "eval")),
+      "paired_test": paired_test(os.path.join(workdir, "eval"),
+                                 final=[n for n in EVAL_ORDER if n in evals][-1]),
   }
   figure = plot(loss_curves(workdir), os.path.join(workdir, "loss_curves.png"))
   head = ("| checkpoint | accuracy (generate) | valid acc | no answer | loglik acc | "
@@ -95,6 +116,7 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
       f"p = {pt['p']:.3g}; 95% bootstrap interval of the difference "
       f"[{100 * pt['diff_ci95'][0]:+.1f}, {100 * pt['diff_ci95'][1]:+.1f}] points")
   rs = steps["rejection"]["stats"]
+  rl_rows = _rl_rows(workdir, steps)
   wall_rows = "\n".join(f"| {k} | {v:.0f} |" for k, v in summary["wall_s"].items())
   md = f"""# Citrus demo report
 
@@ -104,6 +126,10 @@ Generation uses the Citrus prompt (greedy); log-likelihood scores each option's 
 {table}
 
 Paired test (final vs SFT-3): {paired}
+
+RL stages (each starts from the row above it):
+
+{rl_rows}
 
 Stages that did not help are shown as measured; groups: `unique_finding` (a finding unique to the
 diagnosis), `shared_only` (decided by weighing shared findings), `cpt_only` (conditions seen only

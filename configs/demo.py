@@ -86,6 +86,11 @@ def get_config(preset: str = "default"):
       rl_gamma=ml_collections.config_dict.placeholder(float),  # unset: gamma 5.4
       rl_cpo_alpha=ml_collections.config_dict.placeholder(float),  # unset: alpha 0.05
       rl_max_prompt_length=p["seq_len"] * 2 // 3,
+      # Online RL after CPO+SimPO (configs/grpo.py "demo"): steps of grpo_prompts questions x
+      # grpo_generations samples, verified rewards; 0 steps: no GRPO stage.
+      grpo_steps=p.get("grpo_steps", 0), grpo_lr=p.get("grpo_lr", 1e-5),
+      grpo_prompts=p.get("grpo_prompts", 8), grpo_generations=p.get("grpo_generations", 8),
+      grpo_temperature=1.0, grpo_loss="dapo",
       eval_items=p["eval_items"], eval_max_new_tokens=p["eval_max_new_tokens"],
       eval_batch_size=50, decontam_n=13,
   ))

@@ -3,6 +3,7 @@
   python tools/demo_dev.py eval runs/demo                      # SFT-3 and RL of a finished run
   python tools/demo_dev.py sweep runs/demo 4:1700:3e-3 8:850:3e-3   # SFT-3 variants (batch:steps:lr)
   python tools/demo_dev.py rl runs/demo 3:1e-4:0.05:8            # RL variants (epochs:lr:alpha:batch)
+  python tools/demo_dev.py grpo runs/demo 12:1e-5:8:8:rl          # GRPO (steps:lr:prompts:gens:from)
 
 `eval` scores a finished demo run's SFT-3 and RL checkpoints on its dev split; `sweep` trains
 SFT-3 again from the run's SFT-2 checkpoint for each variant (in $SWEEP_DIR, default
@@ -82,14 +83,34 @@ def rl_sweep(run: str, variants: list[str]) -> None:
     _score(run, out, "rl " + variant)
 
 
+def grpo_sweep(run: str, variants: list[str]) -> None:
+  """GRPO variants from the run's `rl` (or `sft/sft3`) params on its RL questions."""
+  c = demo_config.get_config("default")
+  c.progress = False
+  tok = os.path.join(run, "tokenizer", "sp.model")
+  questions = os.path.join(run, "data", "clean", "rl_questions.jsonl")
+  for variant in variants:
+    steps, lr, prompts_, gens, start_from = variant.split(":")
+    out = os.path.join(os.environ.get("SWEEP_DIR", "/tmp/demo_sweep"),
+                       "grpo_" + variant.replace(":", "_").replace("/", "-"))
+    c.demo.update(grpo_steps=int(steps), grpo_lr=float(lr), grpo_prompts=int(prompts_),
+                  grpo_generations=int(gens))
+    start = time.perf_counter()
+    pipeline.step_grpo(c, out, questions, tok, os.path.join(run, start_from))
+    print(f"[grpo sweep] {variant}: trained in {time.perf_counter() - start:.0f}s", flush=True)
+    _score(run, out, "grpo " + variant)
+
+
 def main(argv: list[str]) -> None:
-  if len(argv) < 3 or argv[1] not in ("eval", "sweep", "rl"):
+  if len(argv) < 3 or argv[1] not in ("eval", "sweep", "rl", "grpo"):
     sys.exit(__doc__)
   if argv[1] == "eval":
     for stage in ("sft/sft3", "rl"):
       _score(argv[2], os.path.join(argv[2], stage), f"{argv[2]} {stage}")
   elif argv[1] == "rl":
     rl_sweep(argv[2], argv[3:])
+  elif argv[1] == "grpo":
+    grpo_sweep(argv[2], argv[3:])
   else:
     sweep(argv[2], argv[3:])
 
