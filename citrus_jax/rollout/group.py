@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from citrus_jax.eval.rejection import _call_seed
 from citrus_jax.rollout.rewards import Reward, answer_reward, group_stats
 from citrus_jax.train import grpo_loss
 
@@ -82,14 +83,14 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
     rows_prompts = [prompt_ids[i] for i in idx for _ in range(G)]
     res = sampler.generate(params, cfg, rows_prompts, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_p=top_p, top_k=top_k,
-                           seed=(seed * 1_000_003 + step) % (2 ** 31 - 1), stop_ids=tuple(stop),
+                           seed=_call_seed(seed, step), stop_ids=tuple(stop),
                            pad_id=pad_id, mesh=mesh)
     t_gen = time.perf_counter() - t0
-    rewards: list[Reward] = []
-    for r, (toks, reason) in enumerate(zip(res.tokens, res.finish_reason)):
-      text = decode([t for t in toks if t not in stop]).strip()
-      rewards.append(answer_reward(questions[idx[r // G]], text, reason,
-                                   format_weight=format_weight, judge=judge))
+    texts = [decode([t for t in toks if t not in stop]) for toks in res.tokens]
+    rewards: list[Reward] = [
+        answer_reward(questions[idx[r // G]], text.strip(), reason, format_weight=format_weight,
+                      judge=judge)
+        for r, (text, reason) in enumerate(zip(texts, res.finish_reason))]
     values = np.asarray([rw.value for rw in rewards], np.float32)
     adv = np.asarray(grpo_loss.group_advantages(values, G, scale_rewards))
     rows = completion_rows(rows_prompts, res.tokens, seq_len, pad_id)
@@ -110,7 +111,7 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
                     "time/rollout_s": t_gen})
     if on_samples is not None and jax.process_index() == 0:
       on_samples(step, [{"question": questions[idx[r // G]].id, "row": r,
-                         "text": decode([t for t in res.tokens[r] if t not in stop]),
+                         "text": texts[r],
                          "finish_reason": res.finish_reason[r], "reward": rw.value,
                          "correct": rw.correct, "pred": rw.pred, "advantage": float(adv[r])}
                         for r, rw in enumerate(rewards)])
