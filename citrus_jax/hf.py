@@ -6,7 +6,7 @@ one tensor slice at a time (`safe_open`) straight into each device's shard, so a
 held twice on the host; saving gathers one HF tensor at a time and writes into a temp directory
 that is renamed into place, so a failed export leaves nothing behind.
 
-CLI (`python -m citrus_jax.hf import|export ...`): see `citrus_jax/hf_cli.py`.
+CLI (`python -m citrus_jax.hf_cli import|export ...`): see `citrus_jax/hf_cli.py`.
 """
 from __future__ import annotations
 
@@ -389,7 +389,3 @@ def _swap_into_place(tmp: str, out_dir: str) -> None:
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
 
-
-if __name__ == "__main__":
-  from citrus_jax import hf_cli
-  hf_cli.run()

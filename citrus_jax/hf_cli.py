@@ -1,12 +1,12 @@
-"""`python -m citrus_jax.hf import|export`: HF checkpoints <-> citrus_jax params directories.
+"""`python -m citrus_jax.hf_cli import|export`: HF checkpoints <-> citrus_jax params directories.
 
 A params directory is what `train/checkpoint.save_params` writes and every stage reads:
 `params/` (an Orbax StandardCheckpointer tree of the params pytree) and `model_config.json`
 ({"model": ModelConfig fields, ...extra}). Export also accepts a training run directory (the
 params of its latest checkpoint), via `checkpoint.load_params`.
 
-  python -m citrus_jax.hf import --hf_dir ~/Llama-3.2-1B --out ckpt/base
-  python -m citrus_jax.hf export --checkpoint ckpt/sft --out hf/citrus --tokenizer ~/Llama-3.2-1B
+  python -m citrus_jax.hf_cli import --hf_dir ~/Llama-3.2-1B --out ckpt/base
+  python -m citrus_jax.hf_cli export --checkpoint ckpt/sft --out hf/citrus --tokenizer ~/Llama-3.2-1B
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _mesh(text: str) -> tuple[int, ...]:
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-  parser = argparse.ArgumentParser(prog="python -m citrus_jax.hf", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m citrus_jax.hf_cli", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   imp = sub.add_parser("import", help="HF checkpoint directory -> citrus_jax params directory")

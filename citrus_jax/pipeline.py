@@ -64,7 +64,7 @@ def _stage_config(module: Any, preset: str, config: ml_collections.ConfigDict, w
 def _world_sizes(scale: float, sft3_cases: int = 0, eval_items: int = 0) -> dict[str, int]:
   """The world's default split sizes times `scale`; `sft3_cases` > 0 sets SFT-3's outright, and
   the test split holds at least the `eval_items` evaluated."""
-  from citrus_jax.data import clinic_world
+  from citrus_jax.demo import clinic_world
   sizes = {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
   sizes["test"] = max(sizes["test"], eval_items)
   if sft3_cases:
@@ -95,7 +95,7 @@ def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0
 
 
 def step_data(config, step_dir):
-  from citrus_jax.data import clinic_world
+  from citrus_jax.demo import clinic_world
   from citrus_jax.eval import benchmarks, prompts
   from citrus_jax.synth import decontam
   paths = clinic_world.build_world(step_dir, seed=config.demo.world_seed,
@@ -194,7 +194,8 @@ def gold_fallback_pairs(questions: list[dict], samples: list[dict], limit: int) 
   """Pairs for questions where no sample was correct: the world's own expert-pathway chain as
   chosen, one of the model's wrong or unusable samples as rejected. Used only to top up a weak
   model's pairs (counted separately in the report), so the RL stage always has data."""
-  from citrus_jax.eval import prompts, rejection
+  from citrus_jax.eval import prompts
+  from citrus_jax.rollout import rejection
   by_id = {q["id"]: q for q in questions}
   out = []
   for rec in samples:
@@ -216,7 +217,8 @@ def gold_fallback_pairs(questions: list[dict], samples: list[dict], limit: int) 
 
 def step_rejection(config, step_dir, paths, tok_path, sft3_dir):
   from citrus_jax import tokenizer
-  from citrus_jax.eval import prompts, rejection
+  from citrus_jax.eval import prompts
+  from citrus_jax.rollout import rejection
   tok = tokenizer.load_tokenizer(tok_path)
   cfg, params = _load(sft3_dir)
   with open(paths["rl_questions"]) as f:
@@ -348,7 +350,7 @@ def _jsonable(x: Any) -> Any:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs every step that has not finished yet; returns the run directory."""
-  from citrus_jax import report
+  from citrus_jax.demo import report
   os.makedirs(workdir, exist_ok=True)
   runtime.save_resolved_config(config, workdir)
   data = _run_step(workdir, "data", lambda d: step_data(config, d))

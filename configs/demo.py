@@ -10,7 +10,7 @@ continues where it stopped (each step records `done.json` in its directory).
 """
 import ml_collections
 
-from citrus_jax.data import clinic_conditions
+from citrus_jax.demo import clinic_conditions
 from configs import base
 
 # The small preset's world: three clusters of the table (chest pain, breathlessness and upper

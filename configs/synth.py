@@ -3,7 +3,7 @@
   python -m citrus_jax.synth --config=configs/synth.py:openai \
       --config.input.paths=medqa_train.jsonl --config.out_dir=runs/synth_medqa
   (OPENAI_API_KEY in the environment; the key is never logged or saved)
-Against a vLLM server or our own (`python -m citrus_jax.serve --checkpoint ... --port 8000`):
+Against a vLLM server or our own (`python -m citrus_jax.infer.serve --checkpoint ... --port 8000`):
   python -m citrus_jax.synth --config=configs/synth.py:vllm --config.backend.model=<served name> \
       --config.input.paths=... --config.out_dir=...
 In-process with a citrus_jax or HF checkpoint (e.g. the demo world's items):

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from citrus_jax.data import clinic_conditions as cc
-from citrus_jax.data import clinic_world as cw
+from citrus_jax.demo import clinic_conditions as cc
+from citrus_jax.demo import clinic_world as cw
 
 SMALL = {"cpt": 120, "sft1": 80, "sft2": 60, "sft3": 80, "rl_questions": 30, "dev": 20, "test": 40}
 TRAIN_FILES = ("sft1", "sft2", "sft3", "rl_questions")
@@ -136,7 +136,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
   differ = [n for n, h in _digests(c).items() if h != _digests(a)[n]]
   assert {f"{n}.jsonl" for n in cw.FILES} <= set(differ)
   # A fresh interpreter with another hash seed (set/dict-order bugs) gives the same bytes.
-  code = ("import sys; from citrus_jax.data import clinic_world as cw; "
+  code = ("import sys; from citrus_jax.demo import clinic_world as cw; "
           f"cw.build_world(sys.argv[1], seed=1, sizes={SMALL!r})")
   env = {**os.environ, "PYTHONHASHSEED": "12345"}
   subprocess.run([sys.executable, "-c", code, str(tmp_path / "d")], check=True, env=env)

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from citrus_jax.eval.rejection_questions import question_from_record
+from citrus_jax.rollout.questions import question_from_record
 from citrus_jax.model import config as mc, transformer
 from citrus_jax.rollout import group, rewards
 from citrus_jax.train import grpo, metrics_log, step as step_lib

@@ -17,7 +17,7 @@ from citrus_jax.model import transformer
 from citrus_jax.model.config import get_preset
 from citrus_jax.synth import llm as llm_lib
 from citrus_jax.synth.llm import CachedLLM, ChatRequest, FunctionLLM, OpenAIBackend
-from citrus_jax.synth.local import SamplerBackend, load_model
+from citrus_jax.infer.local import SamplerBackend, load_model
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "synth")
 MSG = [{"role": "user", "content": "What causes scurvy?"}]

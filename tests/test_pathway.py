@@ -361,7 +361,7 @@ def test_bad_input_raises_with_location_or_is_skipped_and_counted(tmp_path):
 
 def test_demo_world_records_are_open_items(tmp_path):
   import random
-  from citrus_jax.data import clinic_world as cw
+  from citrus_jax.demo import clinic_world as cw
   world = cw.make_world()
   rng = random.Random(0)
   records = []

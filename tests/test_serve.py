@@ -15,14 +15,14 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from citrus_jax import serve
+from citrus_jax.infer import serve
 from citrus_jax import tokenizer as tk
-from citrus_jax.data import clinic_world as cw
+from citrus_jax.demo import clinic_world as cw
 from citrus_jax.infer import sampler
 from citrus_jax.model import transformer
 from citrus_jax.model.config import get_preset
 from citrus_jax.synth import pathway
-from citrus_jax.synth.local import SamplerBackend
+from citrus_jax.infer.local import SamplerBackend
 from citrus_jax.train import checkpoint
 from configs import synth as synth_config
 
@@ -253,7 +253,7 @@ def test_cli_serves_a_checkpoint(live, tmp_path):
   checkpoint.save_params(str(ckpt), live["params"], live["cfg"])
   port = _free_port()
   proc = subprocess.Popen(
-      [sys.executable, "-m", "citrus_jax.serve", "--checkpoint", str(ckpt), "--tokenizer",
+      [sys.executable, "-m", "citrus_jax.infer.serve", "--checkpoint", str(ckpt), "--tokenizer",
        str(live["root"] / "sp.model"), "--port", str(port), "--served-model-name", "cli-model",
        "--max-tokens", "8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       cwd=os.path.dirname(os.path.dirname(__file__)))

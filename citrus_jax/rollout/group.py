@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from citrus_jax.eval.rejection import _call_seed
+from citrus_jax.rollout.rejection import _call_seed
 from citrus_jax.rollout.rewards import Reward, answer_reward, group_stats
 from citrus_jax.train import grpo_loss
 

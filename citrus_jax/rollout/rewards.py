@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from citrus_jax.eval.rejection import Judge, Question, split_response, verify
+from citrus_jax.rollout.rejection import Judge, Question, split_response, verify
 
 
 @dataclasses.dataclass(frozen=True)

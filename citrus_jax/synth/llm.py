@@ -1,12 +1,12 @@
 """One small chat interface for data synthesis, an OpenAI-compatible HTTP client, and a disk cache.
 
 `LLM.complete(ChatRequest) -> ChatResponse`: chat messages in, `n` texts out. Backends:
-  * `OpenAIBackend`: any OpenAI-compatible server (vLLM, `python -m citrus_jax.serve`, hosted
+  * `OpenAIBackend`: any OpenAI-compatible server (vLLM, `python -m citrus_jax.infer.serve`, hosted
     APIs) through the standard library. The API key is read from an environment variable at call
     time; it is never logged, cached or written anywhere. 429 and 5xx answers and network errors
     are retried with exponential backoff (honouring Retry-After); a semaphore bounds the requests
     in flight.
-  * `citrus_jax.synth.local.SamplerBackend`: the in-process citrus_jax sampler.
+  * `citrus_jax.infer.local.SamplerBackend`: the in-process citrus_jax sampler.
   * `FunctionLLM`: a Python function (scripted roles in tests, quick experiments).
 `CachedLLM` wraps any of them with an append-only JSONL cache keyed by the request, so rerunning a
 synthesis job costs nothing for the calls already answered.

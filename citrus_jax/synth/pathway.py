@@ -431,7 +431,7 @@ def make_llm(config: Any, out_dir: str) -> LLM:
                              max_tokens_field=b.max_tokens_field)
   elif b.kind == "local":
     from citrus_jax import sharding
-    from citrus_jax.synth.local import SamplerBackend, load_model
+    from citrus_jax.infer.local import SamplerBackend, load_model
     mesh = sharding.make_mesh(tuple(b.mesh)) if b.mesh else None
     cfg, params, tok = load_model(b.checkpoint, b.tokenizer, mesh=mesh)
     llm = SamplerBackend(params, cfg, tok, name=b.model or f"local:{os.path.abspath(b.checkpoint)}",

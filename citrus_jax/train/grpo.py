@@ -25,8 +25,8 @@ import numpy as np
 
 from citrus_jax import chat, runtime, sharding
 from citrus_jax.eval import prompts
-from citrus_jax.eval.rejection import decode_with_specials
-from citrus_jax.eval.rejection_questions import PROMPT_STYLES, Question, load_questions
+from citrus_jax.rollout.rejection import decode_with_specials
+from citrus_jax.rollout.questions import PROMPT_STYLES, Question, load_questions
 from citrus_jax.model import transformer
 from citrus_jax.rollout import group, toy_task
 from citrus_jax.train import engine, grpo_loss

@@ -1,6 +1,6 @@
 """An OpenAI-compatible HTTP server over the citrus_jax sampler (standard library only).
 
-  python -m citrus_jax.serve --checkpoint runs/demo/sft3 --tokenizer runs/demo/tok.model --port 8000
+  python -m citrus_jax.infer.serve --checkpoint runs/demo/sft3 --tokenizer runs/demo/tok.model --port 8000
 
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/<id>], GET /health.
 Concurrent requests are batched by `SamplerBackend` (a queue and one worker thread that groups what
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from absl import logging
 
 from citrus_jax.synth.llm import PromptTooLongError, RequestError
-from citrus_jax.synth.local import SamplerBackend
+from citrus_jax.infer.local import SamplerBackend
 
 
 class ApiError(Exception):
@@ -370,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m citrus_jax.serve", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m citrus_jax.infer.serve", description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="citrus_jax params dir or Hugging Face dir")
   p.add_argument("--tokenizer", default="", help="tokenizer path (default: the checkpoint dir)")
   p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
@@ -393,7 +393,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
   args = _parse_args(argv)
   from citrus_jax import sharding
-  from citrus_jax.synth.local import load_model
+  from citrus_jax.infer.local import load_model
   mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(","))) if args.mesh else None
   cfg, params, tok = load_model(args.checkpoint, args.tokenizer, mesh=mesh, dtype=args.dtype)
   name = args.served_model_name or os.path.basename(os.path.normpath(args.checkpoint))

@@ -28,7 +28,7 @@ Output: the Citrus RL format read by `citrus_jax.data.preference.load_pairs`:
 `{"chosen": [prompt turns..., assistant], "rejected": [same prompt turns..., assistant], "meta"}`;
 the prompt turns hold the REAL question (the reference code saved a literal "{Q}").
 
-  python -m citrus_jax.eval.rejection --checkpoint runs/sft/final --tokenizer tok.model \
+  python -m citrus_jax.rollout.rejection_cli --checkpoint runs/sft/final --tokenizer tok.model \
       --questions rl_questions.jsonl --out pairs.jsonl [--samples_out samples.jsonl]
 (the command line lives in rejection_cli.py). On several processes every process samples the
 same questions on a mesh spanning them all (`--mesh`), and only process 0 writes.
@@ -44,12 +44,12 @@ import sys
 from typing import Any, Callable, Iterable, Sequence
 
 from citrus_jax.eval import extract
-# Questions and prompt styles live in rejection_questions; these names are part of this API.
-from citrus_jax.eval.rejection_questions import (PROMPT_STYLES, Messages, Question,  # noqa: F401
+# Questions and prompt styles live in rollout/questions.py; these names are part of this API.
+from citrus_jax.rollout.questions import (PROMPT_STYLES, Messages, Question,  # noqa: F401
                                                  QuestionError, as_questions, input_prompt,
                                                  load_questions, open_prompt,
                                                  open_prompt_with_system, question_from_record)
-from citrus_jax.eval.rejection_questions import fold_text as _fold
+from citrus_jax.rollout.questions import fold_text as _fold
 
 Judge = Callable[[str, str, str], "bool | None"]  # (question, response, gold_text)
 Scorer = Callable[[str, str, str, bool], "float | None"]  # (question, response, gold, correct)
@@ -470,17 +470,3 @@ def sample_pairs(params: Any, cfg: Any, tok: Any, questions: Any, *, n_samples: 
   if verbose and _is_main_process():
     print(format_stats(stats), flush=True)
   return pairs, stats
-
-
-# ------------------------------------------------------------------------------------------------
-# Command line: citrus_jax/eval/rejection_cli.py (kept importable and runnable from here).
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """`python -m citrus_jax.eval.rejection ...`: see `rejection_cli.main`."""
-  from citrus_jax.eval import rejection_cli
-  return rejection_cli.main(argv)
-
-
-if __name__ == "__main__":
-  main()

@@ -23,13 +23,13 @@ import random
 import re
 from typing import Callable
 
-from citrus_jax.data.clinic_conditions import CONDITIONS
-from citrus_jax.data.clinic_conditions import Condition
-from citrus_jax.data.clinic_conditions import DEFAULT_CPT_ONLY
-from citrus_jax.data.clinic_conditions import FEMALE_FINDINGS
-from citrus_jax.data.clinic_conditions import NONSPECIFIC
-from citrus_jax.data.clinic_conditions import NORMAL_FINDINGS
-from citrus_jax.data.clinic_conditions import sub_table
+from citrus_jax.demo.clinic_conditions import CONDITIONS
+from citrus_jax.demo.clinic_conditions import Condition
+from citrus_jax.demo.clinic_conditions import DEFAULT_CPT_ONLY
+from citrus_jax.demo.clinic_conditions import FEMALE_FINDINGS
+from citrus_jax.demo.clinic_conditions import NONSPECIFIC
+from citrus_jax.demo.clinic_conditions import NORMAL_FINDINGS
+from citrus_jax.demo.clinic_conditions import sub_table
 
 CATEGORIES = ("history", "symptoms", "signs", "tests")
 FILES = ("cpt", "sft1", "sft2", "sft3", "rl_questions", "dev", "test")
@@ -489,7 +489,7 @@ def generate(*, seed: int = 0, sizes: dict | None = None, cpt_only=None, conditi
   r = rng("sft3")
   out["sft3"] = [open_item(world, c, r, prompt_fn, item_id=f"sft3-{i:04d}") for i, c in
                  enumerate(train_cases(world, r, sizes["sft3"], held, seen))]
-  from citrus_jax.data import clinic_texts  # builds on this module's world and cases
+  from citrus_jax.demo import clinic_texts  # builds on this module's world and cases
   out["cpt"] = clinic_texts.cpt_docs(world, rng("cpt"), sizes["cpt"], held)
   for stage in ("sft1", "sft2"):
     out[stage] = clinic_texts.instruction_records(world, rng(stage), sizes[stage], stage, held)

@@ -1,9 +1,9 @@
-"""Command line of rejection sampling (eval/rejection.py): a model, questions -> pairs JSONL.
+"""Command line of rejection sampling (rollout/rejection.py): a model, questions -> pairs JSONL.
 
-  python -m citrus_jax.eval.rejection_cli --checkpoint runs/sft/sft3 --tokenizer tok.model \
+  python -m citrus_jax.rollout.rejection_cli --checkpoint runs/sft/sft3 --tokenizer tok.model \
       --questions rl_questions.jsonl --out pairs.jsonl [--samples_out samples.jsonl] [--mesh 1,-1,1]
 
-(`python -m citrus_jax.eval.rejection` runs the same.) Writes the pairs, <out>.stats.json and the
+Writes the pairs, <out>.stats.json and the
 optional samples. On several hosts start one process per host with the same arguments plus
 --coordinator_address/--num_processes/--process_id (not needed under SLURM or on a TPU pod) and a
 --mesh over all devices: every process samples the same questions, and process 0 writes.
@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import Any, Sequence
 
-from citrus_jax.eval import rejection
+from citrus_jax.rollout import rejection
 
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
@@ -38,7 +38,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m citrus_jax.eval.rejection",
+  p = argparse.ArgumentParser(prog="python -m citrus_jax.rollout.rejection_cli",
                               description=rejection.__doc__.split("\n\n")[0])
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--checkpoint", help="citrus_jax params or run directory")

@@ -1,4 +1,4 @@
-"""Questions for rejection sampling (eval/rejection.py): records -> `Question`, prompt styles.
+"""Questions for rejection sampling (rollout/rejection.py): records -> `Question`, prompt styles.
 
 A record is a MedQA-layout item (question, options, answer_idx and/or answer), a clinic world
 rl_question, or an open question with its answer text; bad records raise a `QuestionError`

@@ -7,8 +7,8 @@ clinic_world.py, which calls `cpt_docs` and `instruction_records` when it builds
 import json
 import random
 
-from citrus_jax.data.clinic_conditions import NONSPECIFIC, NORMAL_FINDINGS, Condition
-from citrus_jax.data.clinic_world import (Case, World, _cap, _cycle, _join, _telling, draw_case,
+from citrus_jax.demo.clinic_conditions import NONSPECIFIC, NORMAL_FINDINGS, Condition
+from citrus_jax.demo.clinic_world import (Case, World, _cap, _cycle, _join, _telling, draw_case,
                                           make_patient, mid, render_vignette)
 
 # ------------------------------------------------------------------------------------------ CPT

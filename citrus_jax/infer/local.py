@@ -9,7 +9,7 @@ which is exact because a row's first k tokens do not depend on what follows them
 
 Seeds: the sampler draws one random stream per batch, so with temperature > 0 a row's sample
 depends on its batch; the batch uses its first request's seed. Greedy decoding (temperature 0) is
-batch-independent. The OpenAI server (citrus_jax/serve.py) and local synthesis both use this.
+batch-independent. The OpenAI server (citrus_jax/infer/serve.py) and local synthesis both use this.
 """
 from __future__ import annotations
 
