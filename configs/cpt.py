@@ -2,7 +2,8 @@
 
   python -m citrus_jax.main --config=configs/cpt.py:tiny --config.data.train_paths=corpus.jsonl \
       --config.tokenizer.path=tok.model
-Presets: tiny (tests), demo (laptop CPU), llama3_1_8b, llama3_1_70b, qwen2_5_7b, qwen2_5_72b.
+Presets: tiny (tests), demo (laptop CPU), llama3_1_8b, llama3_1_70b, qwen2_5_7b, qwen2_5_72b,
+qwen3_8b, qwen3_32b.
 """
 from configs import base
 
@@ -15,6 +16,8 @@ _PRESETS = {
     "llama3_1_70b": ("llama3_1_70b", (1, -1, 8), 8192, 512, 1.5e-5, 50000, "full", "bfloat16"),
     "qwen2_5_7b": ("qwen2_5_7b", (1, -1, 1), 8192, 512, 3e-5, 50000, "full", "bfloat16"),
     "qwen2_5_72b": ("qwen2_5_72b", (1, -1, 8), 8192, 512, 1.5e-5, 50000, "full", "bfloat16"),
+    "qwen3_8b": ("qwen3_8b", (1, -1, 1), 8192, 512, 3e-5, 50000, "full", "bfloat16"),
+    "qwen3_32b": ("qwen3_32b", (1, -1, 8), 8192, 512, 1.5e-5, 50000, "full", "bfloat16"),
 }
 
 

@@ -8,7 +8,8 @@ or every benchmark file found under a directory (train/dev/val files are skipped
 Scoring outputs generated elsewhere (no model; lines {"id", "output"}):
   ... --config.eval.predictions=preds.jsonl
 Presets: tiny (tests), demo (laptop CPU), greedy (paper length, greedy), paper (temperature 0.7,
-4096 new tokens, as the Citrus paper), paper_70b (the same on a mesh with 8-way tensor parallel).
+4096 new tokens, as the Citrus paper), paper_70b (the same on a mesh with 8-way tensor parallel),
+paper_qwen3_8b and paper_qwen3_32b (the paper protocol on Qwen3; 32B with 8-way tensor parallel).
 The model comes from config.init.checkpoint (a citrus_jax params or run dir) or config.init.hf_dir
 (the tokenizer then defaults to that directory's).
 """
@@ -23,6 +24,8 @@ _PRESETS = {
     "greedy": ("llama3_1_8b", (1, -1, 1), 4096, 0.0, 64, "bfloat16"),
     "paper": ("llama3_1_8b", (1, -1, 1), 4096, 0.7, 64, "bfloat16"),
     "paper_70b": ("llama3_1_70b", (1, -1, 8), 4096, 0.7, 64, "bfloat16"),
+    "paper_qwen3_8b": ("qwen3_8b", (1, -1, 1), 4096, 0.7, 64, "bfloat16"),
+    "paper_qwen3_32b": ("qwen3_32b", (1, -1, 8), 4096, 0.7, 64, "bfloat16"),
 }
 
 
@@ -45,7 +48,7 @@ def get_config(preset: str = "tiny"):
       predictions="",  # score these JSONL outputs instead of running a model
       mode="generate",  # generate | loglik | both | prompts (write the chat messages only)
       prompt="citrus",  # citrus (persona + <think>/<answer>) | letter (answer with a letter)
-      chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | plain
+      chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | qwen3 | plain
       max_new_tokens=max_new,
       temperature=temperature,  # 0 = greedy; the paper samples once at 0.7
       top_p=1.0,

@@ -20,6 +20,8 @@ _PRESETS = {
     # Pod presets (plan mode compiles them: --config.mode=plan --config.plan.topology=v5p:...).
     "llama3_1_8b": ("llama3_1_8b", 64, 8, 1024, 4096, 1e-6, (1, -1, 1), "full", "bfloat16"),
     "llama3_1_70b": ("llama3_1_70b", 64, 8, 1024, 4096, 1e-6, (1, -1, 8), "full", "bfloat16"),
+    "qwen3_8b": ("qwen3_8b", 64, 8, 1024, 4096, 1e-6, (1, -1, 1), "full", "bfloat16"),
+    "qwen3_32b": ("qwen3_32b", 64, 8, 1024, 4096, 1e-6, (1, -1, 8), "full", "bfloat16"),
 }
 
 

@@ -16,6 +16,9 @@ _PRESETS = {
     # The Citrus recipe (Llama-3.1-70B SFT model): lr 1e-6 cosine, warmup 10%, 1 epoch, wd 0.
     "citrus_70b": ("llama3_1_70b", 2048, 1800, 64, 1e-6, (1, -1, 8), "full", "bfloat16"),
     "citrus_8b": ("llama3_1_8b", 2048, 1800, 64, 1e-6, (1, -1, 1), "full", "bfloat16"),
+    # The same recipe on Qwen3 dense (from a Qwen3 SFT model).
+    "citrus_qwen3_8b": ("qwen3_8b", 2048, 1800, 64, 1e-6, (1, -1, 1), "full", "bfloat16"),
+    "citrus_qwen3_32b": ("qwen3_32b", 2048, 1800, 64, 1e-6, (1, -1, 8), "full", "bfloat16"),
 }
 
 

@@ -15,7 +15,7 @@ data.train_paths / eval_paths). train.num_steps <= 0
 derives the steps from data.num_epochs. --config.mode=inspect prints rendered examples with their
 trained spans and the loss-mask audit, then exits.
 Presets: tiny (tests), demo (laptop CPU), citrus_llama3_1_8b, citrus_llama3_1_70b,
-citrus_qwen2_5_72b (Citrus SFT defaults: lr 5e-6 cosine, 5% warmup, 3 epochs, AdamW wd 0.1,
+citrus_qwen2_5_72b, citrus_qwen3_8b, citrus_qwen3_32b (Citrus SFT defaults: lr 5e-6 cosine, 5% warmup, 3 epochs, AdamW wd 0.1,
 8192 tokens, 512 sequences per batch, bf16 compute, full remat).
 """
 import ml_collections
@@ -33,6 +33,11 @@ _PRESETS = {
                             "bfloat16", ("sft1", "sft2", "sft3")),
     "citrus_qwen2_5_72b": ("qwen2_5_72b", (1, -1, 8), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
                            ("sft1", "sft2", "sft3")),
+    # Qwen3 dense (the Citrus SFT recipe on Qwen3; chat format qwen3, see citrus_jax/chat.py).
+    "citrus_qwen3_8b": ("qwen3_8b", (1, -1, 1), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
+                        ("sft1", "sft2", "sft3")),
+    "citrus_qwen3_32b": ("qwen3_32b", (1, -1, 8), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
+                         ("sft1", "sft2", "sft3")),
 }
 
 
@@ -69,7 +74,7 @@ def get_config(preset: str = "tiny"):
       stages=tuple(stage(n) for n in names),
       select="",  # comma-separated stage names to run (empty: all); the first starts from init
       pack=True,  # several examples per row (False: one example per row, padded)
-      chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | plain
+      chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | qwen3 | plain
       split="train",  # for `datasets` directories
       inspect_examples=3,  # --config.mode=inspect shows this many rendered examples per stage
   ))

@@ -6,6 +6,7 @@ export read back by transformers, an 8-device mesh, and greedy decoding through 
 KV cache against generate(). Weights are re-drawn wider than the default init (the q/k norm
 weights too), so a mis-mapped or skipped tensor could not hide under the tolerance.
 """
+import importlib
 import json
 import os
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-from citrus_jax import hf, sharding
+from citrus_jax import config_check, hf, runtime, sharding
 from citrus_jax.infer import sampler
 from citrus_jax.model import transformer
 from citrus_jax.model.config import PRESETS, get_preset
@@ -248,3 +249,39 @@ def test_hub_checkpoint_with_tied_lm_head_copy(hf_dirs, tmp_path):
     g.write(f.read())
   cfg, params = hf.load(str(d))
   assert "lm_head" not in params and _diff(_our_logits(params, cfg), ref) <= TOL
+
+
+# Stage presets: each Qwen3 preset is its Llama counterpart with the model swapped (8B for 8B,
+# 32B on the 70B's 8-way tensor-parallel mesh), checked field by field.
+_STAGE_PRESETS = {
+    "sft": (("citrus_qwen3_8b", "citrus_llama3_1_8b"), ("citrus_qwen3_32b", "citrus_llama3_1_70b")),
+    "rl": (("citrus_qwen3_8b", "citrus_8b"), ("citrus_qwen3_32b", "citrus_70b")),
+    "grpo": (("qwen3_8b", "llama3_1_8b"), ("qwen3_32b", "llama3_1_70b")),
+    "cpt": (("qwen3_8b", "llama3_1_8b"), ("qwen3_32b", "llama3_1_70b")),
+    "eval": (("paper_qwen3_8b", "paper"), ("paper_qwen3_32b", "paper_70b")),
+}
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+  return out
+
+
+@pytest.mark.parametrize("stage", list(_STAGE_PRESETS))
+def test_stage_presets_mirror_llama(stage):
+  module = importlib.import_module(f"configs.{stage}")
+  for (ours, theirs), model in zip(_STAGE_PRESETS[stage], ("qwen3_8b", "qwen3_32b")):
+    c = module.get_config(ours)
+    a, b = _flat(c.to_dict()), _flat(module.get_config(theirs).to_dict())
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"workdir", "model.preset"}
+    assert c.model.preset == model and c.workdir.endswith(ours)
+    cfg = runtime.model_config_from(c)
+    assert cfg.family == "qwen3" and cfg.qk_norm and cfg == get_preset(model).replace(
+        param_dtype=cfg.param_dtype, compute_dtype=cfg.compute_dtype, remat=cfg.remat,
+        attention=cfg.attention, scan_layers=cfg.scan_layers)
+    tensor = c.mesh.shape[2]
+    assert tensor == (8 if model == "qwen3_32b" else 1)
+    assert cfg.n_heads % tensor == cfg.n_kv_heads % tensor == cfg.d_ff % tensor == 0
+    config_check.validate(c, 64)  # a v5p-128 (64 chips)
