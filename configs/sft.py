@@ -15,8 +15,9 @@ data.train_paths / eval_paths). train.num_steps <= 0
 derives the steps from data.num_epochs. --config.mode=inspect prints rendered examples with their
 trained spans and the loss-mask audit, then exits.
 Presets: tiny (tests), demo (laptop CPU), citrus_llama3_1_8b, citrus_llama3_1_70b,
-citrus_qwen2_5_72b, citrus_qwen3_8b, citrus_qwen3_32b (Citrus SFT defaults: lr 5e-6 cosine, 5% warmup, 3 epochs, AdamW wd 0.1,
-8192 tokens, 512 sequences per batch, bf16 compute, full remat).
+citrus_qwen2_5_72b, citrus_qwen3_8b, citrus_qwen3_32b (Citrus SFT defaults: lr 5e-6 cosine,
+5% warmup, 3 epochs, AdamW wd 0.1, 8192 tokens, 512 sequences per batch, bf16 compute, full
+remat).
 """
 import ml_collections
 from ml_collections import config_dict
