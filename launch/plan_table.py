@@ -2,13 +2,16 @@
 
   python -m launch.plan_table --presets=llama3_1_8b,llama3_1_70b \\
       --slices=v5p-64,v5p-256,v6e-256 --out=plan_table.json
+  python -m launch.plan_table --presets=qwen3_8b,qwen3_32b --out=plan_table.json  # rows added
 
 Needs libtpu (`pip install 'jax[tpu]'`, or `pip install libtpu==<the version for your jax>` in a
 venv); runs on a CPU host. For each CPT preset (its mesh, seq_len, global batch, remat and
 dtypes) and slice it finds the fewest gradient-accumulation microbatches whose train step
 compiles within the chip's HBM, by bisection over powers of two, and reports the compiled
 per-chip peak. A step that does not fit fails to compile with RESOURCE_EXHAUSTED, which is
-recorded with the bytes it asked for.
+recorded with the bytes it asked for. With --out, rows already in the file are kept, so new
+presets are added by running only them. If another process holds libtpu's /tmp/libtpu_lockfile,
+AOT compiles still work with ALLOW_MULTIPLE_LIBTPU_LOAD=1 (nothing runs on a chip).
 """
 from __future__ import annotations
 
@@ -108,7 +111,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--presets", default="llama3_1_8b,llama3_1_70b,qwen2_5_72b")
+  p.add_argument("--presets", default="llama3_1_8b,llama3_1_70b,qwen2_5_72b,qwen3_8b,qwen3_32b")
   p.add_argument("--slices", default=",".join(SLICES))
   p.add_argument("--out", default="", help="also write the rows as JSON here (and resume)")
   a = p.parse_args(argv)
