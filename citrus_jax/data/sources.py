@@ -7,23 +7,25 @@ construction (byte offset per document), and that scan also validates every docu
 input is found and counted before training starts, whatever the number of worker processes.
 For very large corpora build a TFDS dataset once (`tfds_text.build_tfds_text`) and read that.
 
-Bad input (malformed JSON, missing or non-string field, empty document, non-UTF-8 bytes) raises
-`DataError` naming file, line and field (`on_error="raise"`), or is skipped and counted per
-reason in a `SkipCounter` (`on_error="skip"`). Blank lines in JSONL are always skipped and
-counted. Paths may be globs or lists; `gs://` paths go through `etils.epath`.
+JSONL is read by `citrus_jax.data.records` (its rules: split on "\n" only, BOM accepted, a file
+without records is an error). Bad input (invalid JSON or UTF-8, not an object, missing or
+non-string field, empty document) raises `DataError` naming file, line and field
+(`on_error="raise"`), or is skipped and counted per reason in a `SkipCounter`
+(`on_error="skip"`). Blank lines in JSONL are always skipped and counted. Paths may be globs,
+lists or comma lists; `gs://` paths go through `etils.epath`.
 """
 from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 import threading
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
-from absl import logging
 from etils import epath
+
+from citrus_jax.data import records
 
 Record = dict[str, Any]
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
@@ -31,7 +33,7 @@ PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
-class DataError(ValueError):
+class DataError(records.RecordError):
   """Bad input data; the message names the file, line and field."""
 
 
@@ -43,32 +45,14 @@ class Source(Protocol):
   def __getitem__(self, index: int) -> Record: ...
 
 
-class SkipCounter:
-  """Counts skipped documents per reason and remembers where each reason first occurred."""
+class SkipCounter(records.Skips):
+  """Counts skipped documents per reason and remembers where each reason first occurred; blank
+  JSONL lines count as skips too (reason "blank_line")."""
 
-  def __init__(self):
-    self.counts: collections.Counter[str] = collections.Counter()
-    self.first: dict[str, str] = {}
+  noun = "documents"
 
-  def add(self, reason: str, where: str) -> None:
-    self.counts[reason] += 1
-    self.first.setdefault(reason, where)
-
-  def total(self) -> int:
-    return sum(self.counts.values())
-
-  def as_dict(self) -> dict[str, int]:
-    return dict(self.counts)
-
-  def __str__(self) -> str:
-    if not self.counts:
-      return "no documents skipped"
-    parts = [f"{r}={n} (first at {self.first[r]})" for r, n in sorted(self.counts.items())]
-    return f"skipped {self.total()} documents: " + ", ".join(parts)
-
-  def log(self, what: str = "data") -> None:
-    if self.counts:
-      logging.warning("%s: %s", what, self)
+  def blank_line(self, where: str) -> None:
+    self.add("blank_line", where)
 
 
 class _Bad(Exception):
@@ -79,9 +63,7 @@ class _Bad(Exception):
     self.reason, self.pos = reason, pos
 
 
-def _check_on_error(on_error: str) -> None:
-  if on_error not in ("raise", "skip"):
-    raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+_check_on_error = records.check_on_error
 
 
 def _handle(bad: _Bad, where: str, on_error: str, skips: SkipCounter) -> None:
@@ -106,28 +88,19 @@ def _check_text(text: Any, field: str) -> str:
   return text
 
 
-def _parse_jsonl_line(raw: bytes, field: str) -> str:
-  line = _decode(raw)
+def _jsonl_text(record: dict[str, Any], field: str, path: str, line: int) -> str:
   try:
-    obj = json.loads(line)
-  except json.JSONDecodeError as e:
-    raise _Bad("bad_json", f"malformed JSON ({e.msg} at column {e.colno}); "
-               f"expected an object with field {field!r}") from None
-  if not isinstance(obj, dict):
-    raise _Bad("bad_json", f"expected a JSON object with field {field!r}, got "
-               f"{type(obj).__name__}")
-  if field not in obj:
-    raise _Bad("missing_field", f"missing field {field!r} (keys: {sorted(obj)[:8]})")
-  return _check_text(obj[field], field)
+    return _check_text(record[field], field)
+  except _Bad as bad:
+    raise DataError(f"{path}:{line}: {bad}", path=path, line=line, field=field,
+                    reason=bad.reason) from None
 
 
 def expand_paths(paths: PathSpec) -> list[str]:
-  """Expands globs (local or gs://) into a sorted, de-duplicated list; missing paths raise."""
-  if isinstance(paths, (str, os.PathLike)):
-    paths = [paths]
+  """Expands comma lists and globs (local or gs://) into a sorted, de-duplicated list; missing
+  paths raise."""
   out: list[str] = []
-  for p in paths:
-    p = os.fspath(p)
+  for p in records.split_paths(paths):
     parts = p.split("/")
     k = next((i for i, s in enumerate(parts) if any(c in s for c in "*?[")), None)
     if k is None:
@@ -148,20 +121,14 @@ def expand_paths(paths: PathSpec) -> list[str]:
 
 
 def _scan_jsonl(path: str, field: str, on_error: str, skips: SkipCounter):
-  offset = 0
-  with epath.Path(path).open("rb") as f:
-    for lineno, raw in enumerate(f, 1):
-      start, offset = offset, offset + len(raw)
-      body = raw.rstrip(b"\r\n")
-      if not body.strip():
-        skips.add("blank_line", f"{path}:{lineno}")
-        continue
-      try:
-        text = _parse_jsonl_line(body, field)
-      except _Bad as bad:
-        _handle(bad, f"{path}:{lineno}", on_error, skips)
-        continue
-      yield text, lineno, start, len(body)
+  for row in records.scan_jsonl(path, on_error=on_error, skips=skips, required=(field,),
+                                error=DataError):
+    try:
+      text = _jsonl_text(row.record, field, path, row.line)
+    except DataError as e:
+      records.handle(e, on_error, skips)
+      continue
+    yield text, row.line, row.start, row.length
 
 
 def _paragraphs(path: str):
@@ -259,7 +226,7 @@ class _IndexedFileSource(_Records):
   def _scan(self, path: str, on_error: str):
     raise NotImplementedError
 
-  def _parse(self, raw: bytes) -> str:
+  def _parse(self, raw: bytes, path: str, line: int) -> str:
     raise NotImplementedError
 
   def __len__(self) -> int:
@@ -284,9 +251,11 @@ class _IndexedFileSource(_Records):
     raw = self._read(file_id, int(self._starts[index]), int(self._lengths[index]))
     path = self.paths[file_id]
     try:
-      text = self._parse(raw)
+      text = self._parse(raw, path, line)
     except _Bad as bad:  # the file changed since it was indexed
       raise DataError(f"{path}:{line}: {bad} (file changed after indexing?)") from None
+    except DataError as e:
+      raise DataError(f"{e} (file changed after indexing?)") from None
     return {"text": text, "path": path, "line": line}
 
   def __getstate__(self):  # open files and locks stay in their process
@@ -310,8 +279,9 @@ class JsonlSource(_IndexedFileSource):
   def _scan(self, path, on_error):
     return _scan_jsonl(path, self.text_field, on_error, self.skips)
 
-  def _parse(self, raw):
-    return _parse_jsonl_line(raw, self.text_field)
+  def _parse(self, raw, path, line):
+    record = records.parse_line(raw, path, line, (self.text_field,), DataError)
+    return _jsonl_text(record, self.text_field, path, line)
 
 
 class TextSource(_IndexedFileSource):
@@ -327,7 +297,8 @@ class TextSource(_IndexedFileSource):
   def _scan(self, path, on_error):
     return _scan_text(path, self.unit, on_error, self.skips)
 
-  def _parse(self, raw):
+  def _parse(self, raw, path, line):
+    del path, line
     return _check_text(_decode(raw), "text")
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import json
 import os
 import re
 from typing import Any, Callable, Iterator
 
+from citrus_jax.data import records
 from citrus_jax.eval import readers
 from citrus_jax.eval.readers import LETTERS, MMLU_SUBJECTS, Issues, Raw
 
@@ -192,6 +192,12 @@ def load_benchmark(name: str, path: str, *, shuffle_options: bool | None = None,
     seen[item.id] = raw.line
     n_stripped += stripped
     items.append(item)
+  if not items:  # an empty benchmark scores n=0, which is never a result
+    counts = {**issues.skipped, **issues.dropped, **({"other_category": issues.filtered}
+                                                     if issues.filtered else {})}
+    raise records.RecordError.at(path, None, None, f"no {name} items" + (
+        f" (skipped or dropped: {', '.join(f'{k}={v}' for k, v in sorted(counts.items()))})"
+        if counts else ""), "empty_file")
   n_shuffled = 0
   for i, item in enumerate(items):
     on = (item.source in SHUFFLE_BY_DEFAULT or spec.shuffle) if shuffle_options is None \
@@ -224,18 +230,6 @@ def load_benchmark(name: str, path: str, *, shuffle_options: bool | None = None,
 # Detection (for validate.py): file name first, then the shape of the first record.
 
 
-def _first_jsonl_object(path: str) -> dict | None:
-  with open(path, encoding="utf-8-sig") as f:
-    for line in f:
-      if line.strip():
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError:
-          return None
-        return obj if isinstance(obj, dict) else None
-  return None
-
-
 def detect_benchmark(path: str) -> str | None:
   """Registry name for a benchmark file, or None for files that are not benchmarks."""
   base = os.path.basename(path).lower()
@@ -253,7 +247,7 @@ def detect_benchmark(path: str) -> str | None:
     return None
   if not base.endswith(".jsonl"):
     return None
-  obj = _first_jsonl_object(path)
+  obj = records.first_record(path)
   if obj is None:
     return None
   if "OP" in obj and "Q" in obj:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
 import re
 from typing import Any, Iterator
+
+from citrus_jax.data import records
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine",
@@ -22,27 +25,26 @@ MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_me
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
-class Issues:
-  """Bad-input policy of one file: raise (default) or skip and count per reason."""
+class Issues(records.Skips):
+  """Bad-input policy of one file: raise (default) or skip and count per reason (the policy of
+  every reader, citrus_jax.data.records)."""
 
   def __init__(self, path: str, on_error: str = "raise"):
-    if on_error not in ("raise", "skip"):
-      raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    records.check_on_error(on_error)
+    super().__init__()
     self.path = path
     self.on_error = on_error
-    self.skipped: collections.Counter = collections.Counter()
     self.dropped: collections.Counter = collections.Counter()  # dropped by design, never raised
     self.warnings: collections.Counter = collections.Counter()  # kept, but worth reporting
     self.filtered = 0  # rows of another category (e.g. MMLU-Pro file with all categories)
-    self.messages: list[str] = []
+
+  @property
+  def skipped(self) -> collections.Counter:
+    return self.counts
 
   def error(self, line: int | str, field: str, reason: str, msg: str) -> None:
-    text = f"{self.path}:{line}: field '{field}': {msg}"
-    if self.on_error == "raise":
-      raise ValueError(text)
-    self.skipped[reason] += 1
-    if len(self.messages) < 20:
-      self.messages.append(text)
+    records.handle(records.RecordError.at(self.path, line, field, msg, reason), self.on_error,
+                   self)
 
 
 @dataclasses.dataclass
@@ -77,30 +79,15 @@ def _blank(v: Any) -> bool:
 
 def _iter_jsonl(path: str, issues: Issues) -> Iterator[tuple[int, int, dict]]:
   """Yields (1-based line, 0-based record index, object) for every non-blank line."""
-  idx = 0
-  with open(path, encoding="utf-8-sig") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        issues.error(line_no, "<json>", "bad_json", f"invalid JSON ({e.msg} at column {e.colno})")
-        idx += 1
-        continue
-      if not isinstance(obj, dict):
-        issues.error(line_no, "<json>", "bad_json", f"expected an object, got {type(obj).__name__}")
-      else:
-        yield line_no, idx, obj
-      idx += 1
+  for row in records.scan_jsonl(path, on_error=issues.on_error, skips=issues):
+    yield row.line, row.index, row.record
 
 
 class _JsonFile:
   """A whole-file JSON document that can say on which line a key sits (for error messages)."""
 
   def __init__(self, path: str, issues: Issues):
-    with open(path, encoding="utf-8-sig") as f:
-      self.text = f.read()
+    self.text = records.read_text(path)
     self.dups: list[str] = []
     self._lines: dict[str | None, dict[str, int]] = {}
 
@@ -113,10 +100,7 @@ class _JsonFile:
           out[k] = v
       return out
 
-    try:
-      self.data = json.loads(self.text, object_pairs_hook=hook)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{e.lineno}: field '<json>': invalid JSON ({e.msg})") from None
+    self.data = records.parse_json(self.text, path, object_pairs_hook=hook)
 
   def line_of(self, key: str, after: str | None = None) -> int:
     """Line of the first `"key":` (optionally after the first `"after":`); 1 if not found."""
@@ -229,7 +213,7 @@ def read_mmlu(path: str, issues: Issues, *, source: str | None = None,
               subject: str | None = None) -> Iterator[Raw]:
   subject = subject or mmlu_subject(path) or "unknown"
   source = source or f"mmlu_{subject}"
-  with open(path, encoding="utf-8-sig", newline="") as f:
+  with io.StringIO(records.read_text(path), newline="") as f:  # BOM, UTF-8 errors: file:line
     reader = csv.reader(f)
     idx, end = 0, 0
     while True:
