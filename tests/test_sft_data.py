@@ -150,7 +150,7 @@ def test_all_formats_give_the_same_examples(toks, tmp_path):
 
 
 BAD = [
-    ('{"input": "q", "target": "a"', "bad_json", "malformed JSON"),
+    ('{"input": "q", "target": "a"', "bad_json", "invalid JSON"),
     ('{"messages": [{"role": "user", "content": "hi"}]}', "no_assistant", "no assistant turn"),
     ('{"input": "q", "target": "  "}', "empty_target", "field 'target' is empty"),
     ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}',
@@ -159,7 +159,7 @@ BAD = [
     ('{"prompt": "q", "completion": "a"}', "missing_field", "expected field 'messages'"),
     ('{"messages": [{"role": "doctor", "content": "q"}]}', "bad_field", "role 'doctor'"),
     ('{"input": 3, "target": "a"}', "bad_field", "field 'input' is int"),
-    ('["input", "target"]', "bad_json", "expected a JSON object"),
+    ('["input", "target"]', "not_object", "expected a JSON object"),
 ]
 
 
@@ -190,7 +190,7 @@ def test_nothing_trainable_is_an_error(toks, tmp_path):
     sft.load_sft(str(path), tok, 32, on_error="skip")
   bad_json = tmp_path / "array.json"
   bad_json.write_text('[{"input": "q", "target": "a"},\n {"input": }]')
-  with pytest.raises(DataError, match=r"array.json:2: malformed JSON"):
+  with pytest.raises(DataError, match=r"array.json:2: field '<json>': invalid JSON"):
     sft.load_sft(str(bad_json), tok, 32)
 
 

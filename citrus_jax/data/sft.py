@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import array
 import dataclasses
-import json
 import os
 import sys
 import threading
@@ -34,8 +33,8 @@ import grain
 import numpy as np
 
 from citrus_jax import chat
-from citrus_jax.data import packing, pipeline, sources
-from citrus_jax.data.sources import DataError, SkipCounter
+from citrus_jax.data import packing, pipeline, records, sources
+from citrus_jax.data.sources import DataError
 
 Messages = list[dict[str, str]]
 KINDS = ("auto", "jsonl", "json", "hf")
@@ -111,27 +110,12 @@ class _JsonlReader:
     self._lines, self._starts, self._lengths = (array.array("q") for _ in range(3))
     self._file, self._lock = None, threading.Lock()
 
-  def scan(self) -> Iterator[tuple[int, Any]]:
-    offset = 0
-    with open(self.path, "rb") as f:
-      for lineno, raw in enumerate(f, 1):
-        start, offset = offset, offset + len(raw)
-        body = raw.rstrip(b"\r\n")
-        if not body.strip():
-          continue
-        self._lines.append(lineno)
-        self._starts.append(start)
-        self._lengths.append(len(body))
-        yield len(self._lines) - 1, self._parse(body)
-
-  @staticmethod
-  def _parse(body: bytes) -> Any:
-    try:
-      return json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as e:
-      return _Bad("bad_utf8", f"invalid UTF-8 byte at offset {e.start}")
-    except json.JSONDecodeError as e:
-      return _Bad("bad_json", f"malformed JSON ({e.msg} at column {e.colno})")
+  def scan(self, on_error: str, skips: records.Skips) -> Iterator[tuple[int, Any]]:
+    for row in records.scan_jsonl(self.path, on_error=on_error, skips=skips, error=DataError):
+      self._lines.append(row.line)
+      self._starts.append(row.start)
+      self._lengths.append(row.length)
+      yield len(self._lines) - 1, row.record
 
   def load(self, key: int) -> Any:
     with self._lock:
@@ -139,7 +123,7 @@ class _JsonlReader:
         self._file = open(self.path, "rb")  # pylint: disable=consider-using-with
       self._file.seek(self._starts[key])
       raw = self._file.read(self._lengths[key])
-    return self._parse(raw)
+    return records.parse_line(raw, self.path, self._lines[key], error=DataError)
 
   def where(self, key: int) -> str:
     return f"{self.path}:{self._lines[key]}"
@@ -158,7 +142,8 @@ class _ListReader:
   def __init__(self, name: str, records: Any, where_fmt: str):
     self.path, self._records, self._fmt = name, records, where_fmt
 
-  def scan(self) -> Iterator[tuple[int, Any]]:
+  def scan(self, on_error: str, skips: records.Skips) -> Iterator[tuple[int, Any]]:
+    del on_error, skips  # records are checked by `to_messages`
     for i, record in enumerate(self._records):
       yield i, record
 
@@ -170,13 +155,7 @@ class _ListReader:
 
 
 def _json_array(path: str) -> _ListReader:
-  with open(path, encoding="utf-8") as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-  if not isinstance(data, list):
-    raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+  data = [r for _, r in records.read_json_array(path, error=DataError, objects=False)]
   return _ListReader(path, data, "{path}:[{i}]")
 
 
@@ -191,12 +170,6 @@ def _hf_dataset(path: str, split: str) -> _ListReader:
   return _ListReader(path, ds, "{path}:row {i}")
 
 
-def _is_json_array(path: str) -> bool:
-  with open(path, "rb") as f:
-    head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-  return head.startswith(b"[")
-
-
 def open_readers(paths: sources.PathSpec, kind: str = "auto", split: str = "train") -> list[Any]:
   """One reader per file or dataset directory (globs and comma lists expanded)."""
   if kind not in KINDS:
@@ -208,7 +181,7 @@ def open_readers(paths: sources.PathSpec, kind: str = "auto", split: str = "trai
       if os.path.isdir(path):
         k = "hf"
       else:
-        k = "json" if path.endswith(".json") and _is_json_array(path) else "jsonl"
+        k = "json" if records.is_json_array(path) else "jsonl"
     readers.append(_hf_dataset(path, split) if k == "hf" else
                    _json_array(path) if k == "json" else _JsonlReader(path))
   return readers
@@ -290,7 +263,7 @@ class Audit:
   truncated_tokens: int = 0
   longest: int = 0
   row_len: int = 0
-  skips: SkipCounter = dataclasses.field(default_factory=SkipCounter)
+  skips: records.Skips = dataclasses.field(default_factory=records.Skips)  # blanks not counted
 
   @property
   def trained_fraction(self) -> float:
@@ -308,7 +281,7 @@ class Audit:
              "end-of-turn)",
              f"truncated (kept the last {self.row_len:,} tokens): {self.truncated:,} examples, "
              f"{self.truncated_tokens:,} tokens cut; longest example {self.longest:,} tokens",
-             str(self.skips)]  # "no documents skipped" or per reason, with the first place
+             str(self.skips)]  # "no records skipped" or per reason, with the first place
     return "\n".join(lines)
 
 
@@ -334,10 +307,8 @@ def load_sft(paths: sources.PathSpec, tokenizer: Any, seq_len: int, *, kind: str
   audit = Audit(row_len=row_len)
   ids, keys, lengths = [], [], []
   for rid, reader in enumerate(readers):
-    for key, obj in reader.scan():
+    for key, obj in reader.scan(on_error, audit.skips):
       try:
-        if isinstance(obj, _Bad):
-          raise obj
         try:
           tokens, weights = encode(to_messages(obj), tokenizer, chat_format)
         except ValueError as e:
