@@ -128,6 +128,7 @@ def test_load_fixture_raise_and_skip(tok):
   pairs, stats = data.load_pairs(JSONL, tok, max_length=200, max_prompt_length=150,
                                  on_error="skip")
   assert stats["read"] == 9 and stats["kept"] == 3 and stats["skipped"] == 6
+  assert stats["reasons"] == {"bad_json": 1, "bad_pair": 5}
   assert stats["truncated"] == 1 and pairs[2].truncated and len(pairs[2].prompt_ids) == 150
   assert [p.where.rsplit(":", 1)[1] for p in pairs] == ["1", "2", "10"]
   errors = "\n".join(stats["errors"])

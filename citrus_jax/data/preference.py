@@ -31,17 +31,18 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from citrus_jax.data import records
+
 Messages = list[dict[str, str]]
 SIDES = ("chosen", "rejected")
 
 
-class PairError(ValueError):
+class PairError(records.RecordError):
   """A record that cannot become a training pair; the message names file:line and field."""
 
 
@@ -59,27 +60,12 @@ class PreferencePair:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_records(path: str) -> Iterator[tuple[str, Any]]:
-  """(where, record) for every record of a .jsonl (blank lines skipped) or .json list file;
-  an unparsable line comes as a PairError record, raised by `split_record`."""
-  path = os.fspath(path)
-  with open(path, encoding="utf-8") as f:
-    if path.endswith(".json"):
-      data = json.load(f)
-      if not isinstance(data, list):
-        raise PairError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-      for i, record in enumerate(data):
-        yield f"{path}:[{i}]", record
-      return
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:  # yielded, so on_error="skip" can go on reading
-        record = PairError(f"{where}: invalid JSON ({e.msg})")
-      yield where, record
+def read_records(path: str, on_error: str = "raise", skips: records.Skips | None = None
+                 ) -> Iterator[tuple[str, Any]]:
+  """(where, record) for every record of a .jsonl (blank lines skipped) or .json list file; a
+  line that is not a JSON object raises PairError or is counted in `skips` (data/records)."""
+  yield from records.read_records(os.fspath(path), on_error=on_error, skips=skips,
+                                  error=PairError)
 
 
 def _messages(value: Any, where: str, field: str) -> Messages:
@@ -103,8 +89,6 @@ def _split_conversation(messages: Messages, where: str, field: str) -> tuple[Mes
 
 def split_record(record: Any, where: str) -> tuple[Messages, str, str]:
   """(prompt messages, chosen text, rejected text) of one record, validated."""
-  if isinstance(record, PairError):
-    raise record
   if not isinstance(record, dict):
     raise PairError(f"{where}: expected a JSON object, got {type(record).__name__}")
   for field in SIDES:
@@ -200,32 +184,39 @@ def tokenize_pair(prompt: Messages, chosen: str, rejected: str, tokenizer: Any, 
   return PreferencePair(tuple(p), tuple(c), tuple(r), where, truncated)
 
 
-def load_pairs(path: str, tokenizer: Any, *, max_length: int = 2048,
+def load_pairs(paths: str | Sequence[str], tokenizer: Any, *, max_length: int = 2048,
                max_prompt_length: int = 1800, on_error: str = "raise",
                render: Callable[..., Any] | None = None
                ) -> tuple[list[PreferencePair], dict[str, Any]]:
-  """Read and tokenize every pair of a file. With on_error='skip', bad records are counted
-  (stats['skipped'], first messages in stats['errors']) instead of raised."""
-  if on_error not in ("raise", "skip"):
-    raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
-  pairs, errors = [], []
+  """Read and tokenize every pair of one or more files (a comma list is several). With
+  on_error='skip', bad records are counted (stats['skipped'], per reason in stats['reasons'],
+  first messages in stats['errors']) instead of raised."""
+  records.check_on_error(on_error)
+  files = records.split_paths(paths)
+  if not files:
+    raise PairError(f"no preference pair files in {paths!r}")
+  pairs: list[PreferencePair] = []
+  skips = records.Skips()
   stats: dict[str, Any] = {"read": 0, "kept": 0, "skipped": 0, "truncated": 0}
-  for where, record in read_records(path):
-    stats["read"] += 1
-    try:
-      prompt, chosen, rejected = split_record(record, where)
-      pair = tokenize_pair(prompt, chosen, rejected, tokenizer, max_length=max_length,
-                           max_prompt_length=max_prompt_length, where=where, render=render)
-    except PairError as e:
-      if on_error == "raise":
-        raise
-      stats["skipped"] += 1
-      errors.append(str(e))
-      continue
-    pairs.append(pair)
-    stats["truncated"] += pair.truncated
+  for path in files:
+    for where, record in read_records(path, on_error, skips):
+      stats["read"] += 1
+      try:
+        prompt, chosen, rejected = split_record(record, where)
+        pair = tokenize_pair(prompt, chosen, rejected, tokenizer, max_length=max_length,
+                             max_prompt_length=max_prompt_length, where=where, render=render)
+      except PairError as e:
+        if on_error == "raise":
+          raise
+        skips.add(e.reason if e.reason != "bad_record" else "bad_pair", where, str(e))
+        continue
+      pairs.append(pair)
+      stats["truncated"] += pair.truncated
+  stats["read"] += sum(n for r, n in skips.counts.items() if r != "bad_pair")  # bad lines
   stats["kept"] = len(pairs)
-  stats["errors"] = errors[:20]
+  stats["skipped"] = skips.total()
+  stats["reasons"] = skips.as_dict()
+  stats["errors"] = list(skips.messages)
   return pairs, stats
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from citrus_jax import runtime, sharding
 from citrus_jax.data import preference as pref_data
+from citrus_jax.data import records
 from citrus_jax.train import engine, preference
 from citrus_jax.train.cpt import load_tokenizer
 
@@ -62,11 +63,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
   load = lambda path: pref_data.load_pairs(path, tok, max_length=rl.max_length,
                                            max_prompt_length=rl.max_prompt_length,
                                            on_error=d.get("on_error", "raise"))
-  pairs, stats = load(d.train_paths)
+  train_paths = records.split_paths(d.train_paths)  # "a.jsonl,b.jsonl" or a list
+  if not train_paths:
+    raise runtime.ConfigError("config.data.train_paths: no preference pair files")
+  pairs, stats = load(train_paths)
   print(f"[rl] {pref_data.summarize(stats)}", flush=True)
   if not pairs:
     raise runtime.ConfigError(f"config.data.train_paths={d.train_paths}: no usable pairs")
-  eval_pairs = load(d.eval_paths)[0] if d.get("eval_paths") else []
+  eval_paths = records.split_paths(d.get("eval_paths"))
+  eval_pairs = load(eval_paths)[0] if eval_paths else []
 
   init = runtime.init_params_fn(config, cfg, mesh)
   if rl.loss in preference.NEEDS_REFERENCE:
