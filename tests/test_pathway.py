@@ -342,7 +342,7 @@ def test_read_items_formats():
 
 def test_bad_input_raises_with_location_or_is_skipped_and_counted(tmp_path):
   path = os.path.join(FIXTURES, "bad_items.jsonl")
-  with pytest.raises(ValueError, match=r"bad_items\.jsonl:2: field '<line>': invalid JSON"):
+  with pytest.raises(ValueError, match=r"bad_items\.jsonl:2: field '<json>': invalid JSON"):
     items_lib.read_items(path)
   items, report = items_lib.read_items(path, on_error="skip")
   assert [it.id for it in items] == ["bad_items/ok"]

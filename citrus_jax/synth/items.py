@@ -8,17 +8,19 @@ Accepted files:
     Optional: "id" (else the line number), "context", "input" (an SFT prompt to keep as is).
   * Any benchmark file `citrus_jax.eval.benchmarks.load_benchmark` reads (MedQA, PubMedQA, MMLU
     CSV, MMLU-Pro, MedBullets, CareQA, unified), detected from the file or named by `fmt`.
-Item ids are "<file stem>/<id>", so several input files never collide. Bad records raise a
-ValueError naming file, line and field, or with on_error="skip" are skipped and counted per reason.
+Item ids are "<file stem>/<id>", so several input files never collide. Files are read by
+`citrus_jax.data.records` (BOM, invalid UTF-8, "\n"-only lines). Bad records raise a ValueError
+naming file, line and field, or with on_error="skip" are skipped and counted per reason; a file
+that yields no item is always an error.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+from citrus_jax.data import records
 from citrus_jax.eval import benchmarks
 from citrus_jax.eval.prompts import format_question
 
@@ -106,25 +108,13 @@ def item_from_record(obj: Any, *, item_id: str, where: str) -> SynthItem:
   return SynthItem(item_id, question, answer.strip(), None, None, keep_input, where)
 
 
-def _records(path: str) -> list[tuple[int, Any]]:
-  """(line, record or _Bad) for JSONL, or (index + 1, record) for a JSON array."""
-  with open(path, encoding="utf-8-sig") as f:
-    text = f.read()
-  if path.endswith(".json") and text.lstrip().startswith("["):
-    try:
-      data = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    return list(enumerate(data, 1))
-  out = []
-  for n, line in enumerate(text.splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      out.append((n, json.loads(line)))
-    except json.JSONDecodeError as e:
-      out.append((n, _Bad("bad_json", "<line>", f"invalid JSON: {e.msg}")))
-  return out
+def _records(path: str, on_error: str, skips: records.Skips) -> Iterator[tuple[int, Any]]:
+  """(line, record) for JSONL, or (index + 1, record) for a JSON array (data/records rules)."""
+  if records.is_json_array(path):
+    for i, obj in records.read_json_array(path, on_error=on_error, skips=skips):
+      yield i + 1, obj
+  else:
+    yield from records.read_jsonl(path, on_error=on_error, skips=skips)
 
 
 def _is_generic(path: str) -> bool:
@@ -132,56 +122,59 @@ def _is_generic(path: str) -> bool:
     return False
   if benchmarks.detect_benchmark(path) not in (None, "medqa"):
     return False
-  for _, rec in _records(path)[:1]:
-    return isinstance(rec, dict) and "question" in rec
-  return True  # empty file
+  rec = records.first_record(path)
+  return rec is None or "question" in rec  # None: let the generic reader say what is wrong
+
+
+def _generic_items(path: str, stem: str, on_error: str, skips: records.Skips
+                   ) -> list[SynthItem]:
+  items: list[SynthItem] = []
+  seen: dict[str, int] = {}
+  for line, rec in _records(path, on_error, skips):
+    try:
+      raw_id = rec.get("id")
+      local = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"L{line}"
+      if local in seen:
+        raise _Bad("duplicate_id", "id", f"duplicate id {local!r} (first at line "
+                   f"{seen[local]})")
+      items.append(item_from_record(rec, item_id=f"{stem}/{local}", where=f"{path}:{line}"))
+      seen[local] = line
+    except _Bad as e:
+      records.handle(records.RecordError.at(path, line, e.field, str(e), e.reason), on_error,
+                     skips)
+  return items
 
 
 def read_items(paths: str | Sequence[str], fmt: str = "auto", on_error: str = "raise",
                **benchmark_kw: Any) -> tuple[list[SynthItem], dict]:
-  """Items of every file, in file order, and a report of counts and skipped records."""
-  if on_error not in ("raise", "skip"):
-    raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-  if isinstance(paths, str):
-    paths = [p for p in paths.split(",") if p.strip()]
+  """Items of every file (a comma list is several), in file order, and a report of counts and
+  skipped records. A file that yields no item is an error naming it."""
+  records.check_on_error(on_error)
+  files = records.split_paths(paths)
+  if not files:
+    raise ValueError(f"no synthesis input files in {paths!r}")
   items: list[SynthItem] = []
   report: dict[str, Any] = {"files": {}, "skipped": collections.Counter(), "messages": []}
-  for path in paths:
-    path = path.strip()
+  for path in files:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{path}: input file not found")
     stem = os.path.splitext(os.path.basename(path))[0]
-    before, skipped = len(items), collections.Counter()
     if fmt == "generic" or (fmt == "auto" and _is_generic(path)):
-      seen: dict[str, int] = {}
-      for line, rec in _records(path):
-        try:
-          if isinstance(rec, _Bad):
-            raise rec
-          raw_id = rec.get("id") if isinstance(rec, dict) else None
-          local = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"L{line}"
-          if local in seen:
-            raise _Bad("duplicate_id", "id", f"duplicate id {local!r} (first at line "
-                       f"{seen[local]})")
-          item = item_from_record(rec, item_id=f"{stem}/{local}", where=f"{path}:{line}")
-          seen[local] = line
-          items.append(item)
-        except _Bad as e:
-          msg = f"{path}:{line}: field {e.field!r}: {e}"
-          if on_error == "raise":
-            raise ValueError(msg) from None
-          skipped[e.reason] += 1
-          if len(report["messages"]) < 20:
-            report["messages"].append(msg)
-    else:
+      skips = records.Skips()
+      new = _generic_items(path, stem, on_error, skips)
+      skipped, messages = skips.counts, skips.messages
+      if not new:
+        raise records.RecordError.at(path, None, None, f"no synthesis items ({skips})",
+                                     "empty_file")
+    else:  # load_benchmark raises on a file without items
       data = benchmarks.load_benchmark(fmt, path, on_error=on_error, **benchmark_kw)
-      for it in data.items:
-        items.append(SynthItem(f"{stem}/{it.id}", format_question(it, with_options=False),
-                               it.gold_text, dict(it.options), it.gold, None,
-                               f"{path}:{it.meta.get('line', '?')}"))
-      skipped.update(data.report.get("skipped", {}))
-      report["messages"] += data.report.get("messages", [])[:20]
-    report["files"][path] = {"items": len(items) - before, "skipped": dict(skipped)}
+      new = [SynthItem(f"{stem}/{it.id}", format_question(it, with_options=False), it.gold_text,
+                       dict(it.options), it.gold, None, f"{path}:{it.meta.get('line', '?')}")
+             for it in data.items]
+      skipped, messages = data.report.get("skipped", {}), data.report.get("messages", [])
+    items += new
+    report["messages"] += messages[:20 - len(report["messages"])]
+    report["files"][path] = {"items": len(new), "skipped": dict(skipped)}
     report["skipped"].update(skipped)
   report["skipped"] = dict(report["skipped"])
   report["items"] = len(items)

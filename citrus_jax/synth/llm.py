@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 
+from citrus_jax.data import records
+
 Messages = list[dict[str, str]]
 
 
@@ -279,25 +281,14 @@ class CachedLLM(LLM):
     self._file = open(path, "a", encoding="utf-8")
 
   def _load(self) -> None:
-    if not os.path.exists(self.path):
-      return
-    good = 0
-    with open(self.path, "rb") as f:
-      for raw in f:
-        if not raw.endswith(b"\n"):
-          break  # torn last line
-        try:
-          entry = json.loads(raw)
-          self._table[entry["key"]] = entry["response"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-          raise ValueError(f"{self.path}: corrupt cache entry after byte {good}: {e}; delete "
-                           "the file to start a fresh cache") from None
-        good += len(raw)
-    if good != os.path.getsize(self.path):
-      logging.warning("%s: dropping a torn last entry (%d bytes)", self.path,
-                      os.path.getsize(self.path) - good)
-      with open(self.path, "r+b") as f:
-        f.truncate(good)
+    try:
+      entries = records.read_log(self.path, required=("key", "response"))
+    except records.RecordError as e:
+      raise records.RecordError(f"{e}: corrupt cache entry; delete the file to start a fresh "
+                                "cache", path=e.path, line=e.line, field=e.field,
+                                reason=e.reason) from None
+    for entry in entries:
+      self._table[entry["key"]] = entry["response"]
 
   def __len__(self) -> int:
     return len(self._table)

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from absl import logging
 
+from citrus_jax.data import records
 from citrus_jax.eval.extract import map_to_option
 from citrus_jax.eval.prompts import citrus_target, citrus_user_prompt
 from citrus_jax.synth import roles
@@ -264,24 +265,9 @@ class _ItemRun:
 
 
 def _read_committed(path: str) -> list[dict[str, Any]]:
-  """Provenance records; a torn last line (killed while writing) is cut off the file."""
-  if not os.path.exists(path):
-    return []
-  records, good = [], 0
-  with open(path, "rb") as f:
-    for raw in f:
-      try:
-        if not raw.endswith(b"\n"):
-          raise ValueError("torn line")
-        records.append(json.loads(raw))
-      except ValueError:
-        logging.warning("%s: cutting off a torn record at byte %d", path, good)
-        break
-      good += len(raw)
-  if good != os.path.getsize(path):
-    with open(path, "r+b") as f:
-      f.truncate(good)
-  return records
+  """Provenance records; a torn last line (killed while writing) is cut off the file, any other
+  bad line is an error naming file:line (data/records.read_log)."""
+  return records.read_log(path, required=("id",))
 
 
 def _write_sft(path: str, records: Iterable[dict[str, Any]]) -> int:
