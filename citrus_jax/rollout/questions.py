@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import re
 import unicodedata
 from typing import Any, Callable, Sequence
 
+from citrus_jax.data import records
 from citrus_jax.eval import extract, prompts
 
 Messages = list[dict[str, str]]
@@ -25,7 +25,7 @@ def fold_text(text: str) -> str:
   return " ".join(re.sub(r"[^\w]+|_", " ", text).split())
 
 
-class QuestionError(ValueError):
+class QuestionError(records.RecordError):
   """A question record that cannot be used; the message names file:line and field."""
 
 
@@ -110,26 +110,19 @@ def question_from_record(record: Any, where: str = "", default_id: str = "") -> 
                   gold_text, context or None, user_input or None)
 
 
-def load_questions(path: str, limit: int = 0) -> list[Question]:
-  """Questions of a .jsonl file (blank lines skipped) or a .json list; errors name file:line."""
-  records: list[tuple[str, Any]] = []
-  with open(path, encoding="utf-8") as f:
-    if path.endswith(".json"):
-      data = json.load(f)
-      if not isinstance(data, list):
-        raise QuestionError(f"{path}: expected a JSON list of question records")
-      records = [(f"{path}:[{i}]", r) for i, r in enumerate(data)]
-    else:
-      for lineno, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            records.append((f"{path}:{lineno}", json.loads(line)))
-          except json.JSONDecodeError as e:
-            raise QuestionError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+def load_questions(path: str | Sequence[str], limit: int = 0) -> list[Question]:
+  """Questions of .jsonl files (blank lines skipped) or .json lists (a comma list is several);
+  errors name file:line (data/records), and a file without records is one."""
+  files = records.split_paths(path)
+  if not files:
+    raise QuestionError(f"no question files in {path!r}")
+  found: list[tuple[str, Any]] = []
+  for f in files:
+    found += records.read_records(f, error=QuestionError)
   if limit > 0:
-    records = records[:limit]
-  out = [question_from_record(r, where, f"q{i}") for i, (where, r) in enumerate(records)]
-  _check_unique(out, path)
+    found = found[:limit]
+  out = [question_from_record(r, where, f"q{i}") for i, (where, r) in enumerate(found)]
+  _check_unique(out, ",".join(files))
   return out
 
 
