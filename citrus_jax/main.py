@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 from absl import app
 from ml_collections import config_flags
@@ -24,9 +25,10 @@ def run_job(config) -> tuple[str, bool]:
   import jax
   import numpy as np
 
-  from citrus_jax import runtime, sharding
+  from citrus_jax import config_check, runtime, sharding
   from citrus_jax.model import transformer
 
+  config_check.validate(config)  # every bad value at once, before any process waits on a peer
   dist = config.distributed
   sharding.initialize_distributed(dist.coordinator_address or None, dist.num_processes or None,
                                   None if dist.process_id < 0 else dist.process_id)
@@ -51,7 +53,7 @@ def run_job(config) -> tuple[str, bool]:
   if config.mode == "plan":
     from citrus_jax.train import plan
     cfg = runtime.model_config_from(config)
-    result = plan.plan(config, cfg, devices)
+    result = plan.checked_plan(config, cfg, devices)
     print(plan.format_plan(result))
     from etils import epath
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -89,15 +91,63 @@ def main(argv: list[str]) -> None:
   from citrus_jax.runtime import ConfigError
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save and restore at INFO
     logging.set_verbosity(logging.WARNING)
+  from citrus_jax.train.plan import PlanError
   try:
     workdir, preempted = run_job(_CONFIG.value)
   except ConfigError as e:
-    print(f"config error: {e}", file=sys.stderr)
+    _fail_config(str(e).splitlines())  # config_check: one "<field>: <why>" per line
+  except PlanError as e:  # plan mode: no libtpu for the slice, or the step does not fit
+    print(f"plan error: {e}", file=sys.stderr)
     sys.exit(2)
   print(workdir)
   if preempted:
     sys.exit(RESUMABLE_EXIT)
 
 
+def _fail_config(problems: list) -> NoReturn:
+  """One `config error: <field>: <why>` line per problem (a (field, why) pair or a line) on
+  stderr, exit 2, no traceback."""
+  for problem in problems:
+    line = problem if isinstance(problem, str) else ": ".join(problem)
+    print(f"config error: {line}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with each mistake in a --config flag turned into a config error
+  (ml_collections raises a bare KeyError/AttributeError for a field the config lacks)."""
+  from absl import flags
+  from citrus_jax import config_overrides
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    problem = config_overrides.flag_error(str(e))
+    if problem is None:  # another flag: absl's own report
+      print(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on "
+            "flags.", file=sys.stderr)
+      sys.exit(1)
+    _fail_config([problem])
+  except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
+    found = []
+    try:  # load the config again (the flag holds none) to name the unknown fields
+      config = flags.FLAGS["config"].parser.parse(config_overrides.config_argument(argv) or "")
+      found = [p for p in (config_overrides.unknown_override(config, path)
+                           for path in config_overrides.override_paths(argv)) if p]
+    except Exception:  # pylint: disable=broad-except
+      pass
+    _fail_config(found or [("config", f"{type(e).__name__}: {e}")])
+  config = flags.FLAGS["config"].value
+  if config is None:
+    _fail_config([("--config", "missing: give --config=configs/<file>.py[:<preset>]")])
+  try:  # ml_collections defers a config file that failed to load to its first use
+    config.get("stage")
+  except OSError as e:
+    import os
+    path = (config_overrides.config_argument(argv) or "").split(":", 1)[0]
+    _fail_config([("--config", f"{path}: no such file" if not os.path.exists(path) else
+                   " ".join(line.strip() for line in str(e).splitlines()))])
+  return rest
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -29,38 +29,10 @@ def split_paths(value: Any) -> list[str]:
 
 
 def check_config(config: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
-  """One clear message per mistake, before anything expensive happens."""
-  n_devices = jax.device_count() if n_devices is None else n_devices
-  if config.stage not in STAGES:
-    raise ConfigError(f"config.stage={config.stage!r} is unknown; expected one of {STAGES}")
-  if config.get("mode", "train") not in MODES:
-    raise ConfigError(f"config.mode={config.mode!r} is unknown; expected one of {MODES}")
-  try:
-    mesh_shape = sharding.infer_mesh_shape(config.mesh.shape, n_devices)
-  except ValueError as e:
-    raise ConfigError(f"config.mesh.shape: {e}") from None
-  if config.stage in ("cpt", "sft", "rl", "grpo") and config.get("mode", "train") == "train":
-    dp = mesh_shape[0] * mesh_shape[1]
-    gbs = config.data.global_batch_size
-    if gbs % dp:
-      raise ConfigError(
-          f"config.data.global_batch_size={gbs} is not divisible by the data-parallel size "
-          f"{dp} (mesh data x fsdp = {mesh_shape[0]} x {mesh_shape[1]})")
-    accum = config.optim.get("grad_accum", 1)
-    if (gbs // dp) % accum and gbs % accum:
-      raise ConfigError(f"config.optim.grad_accum={accum} does not divide the batch of {gbs}")
-    for path in split_paths(config.data.get("train_paths")):
-      if "://" not in path and not any(c in path for c in "*?[") and not os.path.exists(path):
-        raise ConfigError(f"config.data.train_paths: {path} does not exist")
-    if config.train.num_steps <= 0 and not config.data.get("num_epochs"):
-      raise ConfigError("set config.train.num_steps > 0 or config.data.num_epochs > 0")
-  if config.model.preset not in model_config.PRESETS and not config.init.get("hf_dir"):
-    raise ConfigError(f"config.model.preset={config.model.preset!r} is unknown; known: "
-                      f"{', '.join(sorted(model_config.PRESETS))}")
-  for field in ("checkpoint", "hf_dir"):
-    path = config.init.get(field)
-    if path and "://" not in path and not os.path.exists(path):
-      raise ConfigError(f"config.init.{field}: {path} does not exist")
+  """One clear message per mistake, before anything expensive happens (the rules are the table
+  in citrus_jax/config_check.py; this entry also checks the mesh against the devices)."""
+  from citrus_jax import config_check
+  config_check.validate(config, jax.device_count() if n_devices is None else n_devices)
 
 
 def resolve_num_steps(config: ml_collections.ConfigDict, name: str,

@@ -70,7 +70,7 @@ def test_cpt_crash_and_exact_resume(tmp_path, corpus):
 
 def test_config_errors_are_clear(tmp_path, corpus):
   corpus_dir, model = corpus
-  cases = [("--config.stage=pretrain", "config.stage='pretrain' is unknown"),
+  cases = [("--config.stage=pretrain", "config.stage: 'pretrain' is unknown"),
            ("--config.mesh.shape=(3,1,1)", "config.mesh.shape"),
            ("--config.data.global_batch_size=3", "not divisible by the data-parallel size"),
            ("--config.data.train_paths=/nonexistent.jsonl", "/nonexistent.jsonl does not exist")]

@@ -6,6 +6,7 @@ compiled executable's memory analysis gives per-device bytes.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
@@ -25,12 +26,35 @@ _TPU_KINDS = {"v5p": ("v5", "megacore", (2, 2, 1)), "v4": ("v4", "megacore", (2,
               "v6e": ("v6e", "default", (2, 2, 1)), "v5e": ("v5e", "default", (2, 2, 1))}
 
 
+# HBM per chip (GiB) of each kind, for the "needs X of Y" line when XLA's message lacks Y.
+_HBM_GIB = {"v5p": 95, "v4": 32, "v6e": 32, "v5e": 16}
+
+
+class PlanError(RuntimeError):
+  """Plan mode could not answer (no libtpu, the step does not fit): `field` and the fix."""
+
+  def __init__(self, field: str, why: str):
+    super().__init__(f"{field}: {why}")
+    self.field, self.why = field, why
+
+
+def parse_topology(topology: str) -> tuple[str, str]:
+  """'v5p:4x4x8' -> ('v5p', '4x4x8'); a ValueError names the accepted forms."""
+  kind, _, shape = str(topology).partition(":")
+  dims = shape.split("x")
+  if kind not in _TPU_KINDS or len(dims) not in (2, 3) or not all(d.isdigit() and int(d) > 0
+                                                                  for d in dims):
+    raise ValueError(f"{topology!r} is not a TPU slice: expected '<kind>:<AxBxC>' (or AxB) with "
+                     f"kind in {sorted(_TPU_KINDS)}, e.g. 'v5p:4x4x8'")
+  return kind, shape
+
+
 def topology_devices(topology: str) -> list[Any]:
   """Devices of a TPU slice described as '<kind>:<AxBxC>' (AOT compile from a CPU host)."""
-  kind, _, shape = topology.partition(":")
-  if kind not in _TPU_KINDS or not shape:
-    raise ValueError(f"plan.topology={topology!r}: expected e.g. 'v5p:4x4x8' with kind in "
-                     f"{sorted(_TPU_KINDS)}")
+  try:
+    kind, shape = parse_topology(topology)
+  except ValueError as e:
+    raise PlanError("config.plan.topology", str(e)) from None
   from jax.experimental import topologies
   name, chip_config, host_bounds = _TPU_KINDS[kind]
   try:  # 2-D slices (v5e, v6e: '8x8') take the same 3-D host bounds and wrap
@@ -38,9 +62,116 @@ def topology_devices(topology: str) -> list[Any]:
         platform="tpu", topology_name=f"{name}:{shape}", chip_config_name=chip_config,
         chips_per_host_bounds=host_bounds, num_slices=1, wrap=(False, False, False))
   except Exception as e:  # libtpu missing or unknown shape
-    raise RuntimeError(f"plan.topology={topology!r}: no TPU topology (AOT compile needs libtpu: "
-                       f"pip install 'jax[tpu]'): {e}") from e
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise PlanError("config.plan.topology", (
+        f"no devices for {topology!r}: an ahead-of-time compile for a TPU slice needs libtpu "
+        f"(pip install 'jax[tpu]' or libtpu for jax {jax.__version__}); without "
+        f"config.plan.topology, plan mode compiles for the local devices. XLA said: {first}"
+    )) from None
   return list(topo.devices)
+
+
+_SIZE = r"\(?([\d.]+)\s*([KMGTP]?)i?B?\)?"
+# XLA's phrasings of a step that does not fit -> (needed, available); the memory space if named.
+_NEEDED = (re.compile(rf"required for HLO temporaries {_SIZE}", re.I),  # libtpu 0.0.4x compile
+           re.compile(rf"Used {_SIZE} of", re.I),  # older libtpu compile
+           re.compile(rf"hbm requirement {_SIZE}", re.I),
+           re.compile(r"allocate (\d+)()\s*bytes", re.I))  # GPU/CPU runtime allocation
+_AVAILABLE = (re.compile(rf"exceeds available (\w+) {_SIZE}", re.I),
+              re.compile(rf"Used {_SIZE} of {_SIZE} (\w+)", re.I))
+
+
+def _bytes(number: str, unit: str = "") -> float:
+  return float(number) * 1024 ** "_KMGTP".index(unit.upper() or "_")
+
+
+def _gib(n: float) -> str:
+  return f"{n / GIB:.2f} GiB"
+
+
+def _available_bytes(devices: list[Any], config: Any) -> float | None:
+  kind = str(config.plan.get("topology", "")).partition(":")[0]
+  if kind in _HBM_GIB:
+    return _HBM_GIB[kind] * GIB
+  try:
+    return float(devices[0].memory_stats()["bytes_limit"])
+  except Exception:  # pylint: disable=broad-except  # CPU devices and AOT devices have none
+    return None
+
+
+def _sizes(text: str) -> tuple[float | None, float | None, str]:
+  needed = available = None
+  space = "device memory"
+  for pattern in _NEEDED:
+    m = pattern.search(text)
+    if m:
+      needed = _bytes(*m.groups()[:2])
+      break
+  m = _AVAILABLE[0].search(text)
+  if m:
+    space, available = m.group(1), _bytes(m.group(2), m.group(3))
+  else:
+    m = _AVAILABLE[1].search(text)
+    if m:
+      available, space = _bytes(m.group(3), m.group(4)), m.group(5)
+  return needed, available, space
+
+
+def out_of_memory(error: Exception, config: Any, devices: list[Any]) -> PlanError | None:
+  """RESOURCE_EXHAUSTED from the compiler -> bytes needed vs available and what to change;
+  None for any other error."""
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
+    return None
+  needed, available, space = _sizes(text)
+  if available is None:
+    available = _available_bytes(devices, config)
+  batch = config.plan.get("batch_size", 0) or config.data.global_batch_size
+  accum = int(config.optim.get("grad_accum", 1))
+  try:
+    shape = sharding.infer_mesh_shape(config.mesh.shape, len(devices))
+  except ValueError:
+    shape = tuple(config.mesh.shape)
+  per_shard = max(batch // max(shape[0] * shape[1], 1), 1)
+  size = (f"needs {_gib(needed)} of {space} per device" if needed is not None else
+          f"does not fit in {space}")
+  if available is not None:
+    size += f", {_gib(available)} available"
+  fixes = [f"more chips (now {len(devices)}: a larger config.plan.topology, or mesh)"]
+  remat = config.model.get("remat", "none")
+  if remat != "full":
+    fixes.append(f"config.model.remat=full (now {remat!r}: recompute activations in the "
+                 "backward pass)")
+  # Step temporaries shrink about in proportion to the microbatch: the smallest power-of-two
+  # accumulation that divides the per-shard batch and covers needed / available.
+  ratio = needed / available if needed and available else 2.0
+  options = [k for k in (2 ** i for i in range(1, 16))
+             if per_shard % (accum * k) == 0 and accum * k <= per_shard]
+  enough = [k for k in options if k >= ratio]
+  if options:
+    k = enough[0] if enough else options[-1]
+    fixes.append(f"config.optim.grad_accum={accum * k} (now {accum}: {per_shard // accum} "
+                 f"sequences per device per microbatch -> {per_shard // (accum * k)})")
+  fixes.append(f"a smaller batch (config.data.global_batch_size={batch}, "
+               f"{per_shard} per data-parallel shard) or config.data.seq_len "
+               f"(now {config.data.seq_len})")
+  return PlanError("memory", f"the train step {size} (mesh {tuple(shape)}, batch {batch}, "
+                             f"seq_len {config.data.seq_len}, grad_accum {accum}). "
+                             f"Fixes: " + "; ".join(fixes) + ".")
+
+
+def checked_plan(config: Any, model_cfg: ModelConfig, devices: list[Any] | None = None
+                 ) -> dict[str, Any]:
+  """`plan`, with a step that does not fit turned into a PlanError that says what to change
+  (launch/plan_table.py calls `plan` itself and records the raw RESOURCE_EXHAUSTED)."""
+  devices = devices or list(jax.devices())
+  try:
+    return plan(config, model_cfg, devices)
+  except Exception as e:  # pylint: disable=broad-except  # XlaRuntimeError / JaxRuntimeError
+    err = out_of_memory(e, config, devices)
+    if err is None:
+      raise
+    raise err from None
 
 
 def plan(config: Any, model_cfg: ModelConfig, devices: list[Any] | None = None) -> dict[str, Any]:
