@@ -117,7 +117,7 @@ def test_cli_and_bad_input(tmp_path):
   assert os.path.exists(tmp_path / "clean" / "train_sft.jsonl")
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"input": "ok"}\n{"input": \n')
-  with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid JSON"):
+  with pytest.raises(ValueError, match=r"bad\.jsonl:2: field '<json>': invalid JSON"):
     decontam.decontaminate([str(bad)], {"b": [("q", "one two three")]})
   with pytest.raises(ValueError, match="expected KIND:PATH"):
     decontam.load_benchmarks([BENCH])

@@ -231,6 +231,7 @@ class Row(NamedTuple):
   start: int  # byte offset of the line
   length: int  # bytes of the line without its newline
   index: int  # 0-based count of non-blank lines before it (bad ones included): a stable row id
+  body: bytes  # the line as read, without its newline (for writing it back unchanged)
 
 
 def _no_records(path: str, skipped: collections.Counter, error: type[RecordError]) -> RecordError:
@@ -263,7 +264,7 @@ def scan_jsonl(path: str, *, on_error: str = "raise", skips: Skips | None = None
       skipped[e.reason] += 1
       continue
     n += 1
-    yield Row(line, obj, start, len(body), index - 1)
+    yield Row(line, obj, start, len(body), index - 1, body)
   if not n and not allow_empty:
     raise _no_records(path, skipped, error)
 

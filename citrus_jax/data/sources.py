@@ -169,24 +169,25 @@ def _scan_text(path: str, unit: str, on_error: str, skips: SkipCounter):
     yield text, first, start, end - start
 
 
-def read_jsonl(paths: PathSpec, *, text_field: str = "text", on_error: str = "raise",
-               skips: SkipCounter | None = None) -> Iterator[Record]:
-  """Streams `{"text", "path", "line"}` records from JSONL files (no index is built)."""
+def _stream(scan, paths: PathSpec, arg: str, on_error: str, skips: SkipCounter | None
+            ) -> Iterator[Record]:
   _check_on_error(on_error)
   skips = SkipCounter() if skips is None else skips
   for path in expand_paths(paths):
-    for text, line, _, _ in _scan_jsonl(path, text_field, on_error, skips):
+    for text, line, _, _ in scan(path, arg, on_error, skips):
       yield {"text": text, "path": path, "line": line}
+
+
+def read_jsonl(paths: PathSpec, *, text_field: str = "text", on_error: str = "raise",
+               skips: SkipCounter | None = None) -> Iterator[Record]:
+  """Streams `{"text", "path", "line"}` records from JSONL files (no index is built)."""
+  return _stream(_scan_jsonl, paths, text_field, on_error, skips)
 
 
 def read_text(paths: PathSpec, *, unit: str = "file", on_error: str = "raise",
               skips: SkipCounter | None = None) -> Iterator[Record]:
   """Streams records from plain text: one document per file or per blank-line paragraph."""
-  _check_on_error(on_error)
-  skips = SkipCounter() if skips is None else skips
-  for path in expand_paths(paths):
-    for text, line, _, _ in _scan_text(path, unit, on_error, skips):
-      yield {"text": text, "path": path, "line": line}
+  return _stream(_scan_text, paths, unit, on_error, skips)
 
 
 # ---------------------------------------------------------------------------------------------

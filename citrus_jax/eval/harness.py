@@ -34,6 +34,7 @@ import jax
 import ml_collections
 
 from citrus_jax import chat, runtime
+from citrus_jax.data import records
 from citrus_jax.eval import benchmarks, extract, loglik, prompts, stats
 from citrus_jax.model.config import ModelConfig
 
@@ -249,52 +250,40 @@ def read_predictions(paths: Sequence[str], keys: Sequence[str], on_error: str = 
   on_error="skip" are counted (the first of duplicates is kept).
   """
   preds: dict[str, dict[str, tuple[str, str | None]]] = {k: {} for k in keys}
-  skipped: dict[str, int] = {}
+  on_error = "skip" if on_error == "skip" else "raise"
+  skips = records.Skips()
 
-  def bad(where: str, field: str, reason: str, msg: str) -> None:
-    if on_error != "skip":
-      raise ValueError(f"{where}: field '{field}': {msg}")
-    skipped[reason] = skipped.get(reason, 0) + 1
+  def bad(field: str, reason: str, msg: str) -> None:  # about line `line_no` of `path`
+    records.handle(records.RecordError.at(path, line_no, field, msg, reason), on_error, skips)
 
   for f_idx, path in enumerate(paths):
     default = keys[0] if len(keys) == 1 else keys[f_idx] if len(paths) == len(keys) else None
-    with open(path, encoding="utf-8-sig") as f:
-      for line_no, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        where = f"{path}:{line_no}"
-        try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          bad(where, "<json>", "bad_json", f"invalid JSON ({e.msg} at column {e.colno})")
-          continue
-        if not isinstance(obj, dict):
-          bad(where, "<json>", "bad_json", f"expected an object, got {type(obj).__name__}")
-          continue
-        key = obj.get("benchmark", default)
-        if key is None:
-          bad(where, "benchmark", "no_benchmark", f"needed when scoring several benchmarks "
-              f"({', '.join(keys)}) from {len(paths)} file(s)")
-          continue
-        if key not in preds:
-          bad(where, "benchmark", "unknown_benchmark",
-              f"{key!r} is not among the evaluated benchmarks ({', '.join(keys)})")
-          continue
-        item_id, output = obj.get("id"), obj.get("output")
-        if not isinstance(item_id, (str, int)) or isinstance(item_id, bool) or item_id == "":
-          bad(where, "id", "bad_id", f"missing or not a string: {item_id!r}")
-          continue
-        if output is not None and not isinstance(output, str):
-          bad(where, "output", "bad_output", f"must be a string or null, got "
-              f"{type(output).__name__}")
-          continue
-        item_id = str(item_id)
-        if item_id in preds[key]:
-          bad(where, "id", "duplicate_id", f"duplicate id {item_id!r} for {key} (first at "
-              f"{preds[key][item_id][0]})")
-          continue
-        preds[key][item_id] = (where, output)
-  return preds, skipped
+    for line_no, obj in records.read_jsonl(path, on_error=on_error, skips=skips):
+      where = f"{path}:{line_no}"
+      key = obj.get("benchmark", default)
+      if key is None:
+        bad("benchmark", "no_benchmark", f"needed when scoring several benchmarks "
+            f"({', '.join(keys)}) from {len(paths)} file(s)")
+        continue
+      if key not in preds:
+        bad("benchmark", "unknown_benchmark",
+            f"{key!r} is not among the evaluated benchmarks ({', '.join(keys)})")
+        continue
+      item_id, output = obj.get("id"), obj.get("output")
+      if not isinstance(item_id, (str, int)) or isinstance(item_id, bool) or item_id == "":
+        bad("id", "bad_id", f"missing or not a string: {item_id!r}")
+        continue
+      if output is not None and not isinstance(output, str):
+        bad("output", "bad_output", f"must be a string or null, got "
+            f"{type(output).__name__}")
+        continue
+      item_id = str(item_id)
+      if item_id in preds[key]:
+        bad("id", "duplicate_id", f"duplicate id {item_id!r} for {key} (first at "
+            f"{preds[key][item_id][0]})")
+        continue
+      preds[key][item_id] = (where, output)
+  return preds, skips.as_dict()
 
 
 def score_predictions(data: dict[str, Any], paths: Sequence[str], on_error: str = "raise"

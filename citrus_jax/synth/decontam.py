@@ -29,6 +29,8 @@ import re
 import unicodedata
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from citrus_jax.data import records
+
 _WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]|[^\W_]+")
 DEFAULT_SKIP_KEYS = ("id", "source", "meta_info", "answer_idx", "gold", "mode", "group")
 
@@ -138,29 +140,18 @@ def read_examples(path: str, skip_keys: Sequence[str] = DEFAULT_SKIP_KEYS
   """(line or index, text to scan, raw line or record) for each example of a training file."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: training file not found")
-  if path.endswith(".json"):
-    with open(path, encoding="utf-8-sig") as f:
-      try:
-        data = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(data, list):
-      raise ValueError(f"{path}: expected a JSON array of records")
-    for i, rec in enumerate(data):
+  if path.endswith(".json"):  # read by data/records: BOM, UTF-8 errors at file:line, "\n" only
+    for i, rec in records.read_json_array(path, objects=False):
       yield i, "\n".join(_strings(rec, skip_keys)), rec
     return
-  jsonl = path.endswith((".jsonl", ".ndjson"))
+  if path.endswith((".jsonl", ".ndjson")):
+    for row in records.scan_jsonl(path):
+      yield row.line, "\n".join(_strings(row.record, skip_keys)), \
+          row.body.removeprefix(records.BOM).decode("utf-8") + "\n"
+    return
   with open(path, encoding="utf-8") as f:
     for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      if jsonl:
-        try:
-          rec = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{n}: invalid JSON: {e.msg}") from None
-        yield n, "\n".join(_strings(rec, skip_keys)), line
-      else:
+      if line.strip():
         yield n, line, line
 
 
