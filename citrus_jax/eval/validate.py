@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from citrus_jax.data import records
 from citrus_jax.eval.benchmarks import BENCHMARKS, detect_benchmark, load_benchmark
 
 _SAMPLE_WORDS = ("sample", "small", "train", "dev", "val")
@@ -18,6 +19,17 @@ _SAMPLE_WORDS = ("sample", "small", "train", "dev", "val")
 
 def _fmt(counts: dict) -> str:
   return ",".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"
+
+
+def _unreadable_jsonl(path: str) -> str | None:
+  """Why a .jsonl file holds no record at all (empty, blank, every line bad), else None."""
+  if not path.endswith(".jsonl"):
+    return None
+  try:
+    next(records.read_jsonl(path, on_error="skip"), None)
+  except records.RecordError as e:
+    return str(e)
+  return None
 
 
 def _rows(data_dir: str, strict: bool, seed: int, check_counts: bool) -> list[dict]:
@@ -28,6 +40,9 @@ def _rows(data_dir: str, strict: bool, seed: int, check_counts: bool) -> list[di
       path = os.path.join(root, fname)
       name = detect_benchmark(path)
       if name is None:
+        why = _unreadable_jsonl(path)
+        if why:  # an empty file cannot be told apart, but it is no benchmark either
+          rows.append({"file": os.path.relpath(path, data_dir), "benchmark": "?", "error": why})
         continue
       names = [name]
       if name == "pubmedqa" and os.path.exists(os.path.join(root, "test_ground_truth.json")):
