@@ -9,6 +9,13 @@ noisy; transformers also runs with one torch thread, which suffers less when oth
 take the cores.
 
   python benchmarks/generate_throughput.py [--preset demo --batch 8 --new_tokens 128]
+
+Group rollouts as GRPO makes them (`citrus_jax.rollout.group`: each prompt repeated G times in one
+sampler call, sampled at a temperature) against `generate(do_sample=True,
+num_return_sequences=G)` on the same prompts:
+
+  python benchmarks/generate_throughput.py --batch 32 --samples_per_prompt 8 --new_tokens 256 \
+      --temperature 1.0 --repeats 3
 """
 from __future__ import annotations
 
@@ -48,6 +55,9 @@ def main() -> None:
   ap.add_argument("--max_prompt", type=int, default=48)
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--dtype", default="float32", help="weights and compute, both sides")
+  ap.add_argument("--samples_per_prompt", type=int, default=1,
+                  help="G > 1: group rollouts, each prompt sampled G times (GRPO's shape)")
+  ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
   args = ap.parse_args()
 
   threads = len(os.sched_getaffinity(0))
@@ -62,10 +72,14 @@ def main() -> None:
   lengths = rng.integers(args.min_prompt, args.max_prompt + 1, size=args.batch)
   prompts = [[cfg.bos_token_id or 1] + rng.integers(3, cfg.vocab_size, n - 1).tolist()
              for n in lengths]
-  n_new = args.new_tokens * args.batch
+  group = args.samples_per_prompt
+  n_new = args.new_tokens * args.batch * group
+  sampled = args.temperature > 0
+  rows = [p for p in prompts for _ in range(group)]  # as rollout.group lays out a step's rows
 
   def ours():
-    return sampler.generate(params, cfg, prompts, max_new_tokens=args.new_tokens, stop_ids=())
+    return sampler.generate(params, cfg, rows, max_new_tokens=args.new_tokens, stop_ids=(),
+                            temperature=args.temperature)
 
   width = max(lengths)
   ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=_DEVICE)
@@ -74,9 +88,11 @@ def main() -> None:
   def theirs(n_threads: int = threads):
     torch.set_num_threads(n_threads)
     with torch.inference_mode():
+      sampling = (dict(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0)
+                  if sampled else dict(do_sample=False, top_k=None, top_p=None, temperature=None))
       out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
-                           min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0,
-                           top_k=None, top_p=None, temperature=None)
+                           min_new_tokens=args.new_tokens, pad_token_id=0,
+                           num_return_sequences=group, **sampling)
       return out.cpu()
 
   load_before = os.getloadavg()[0]
@@ -95,13 +111,15 @@ def main() -> None:
       fn()
       times[name].append(time.perf_counter() - start)
   assert all(len(t) == args.new_tokens for t in first.tokens)
-  assert hf_out.shape[1] == width + args.new_tokens
-  # Random weights give near-tied logits; agreement is informative, not a check.
+  assert hf_out.shape == (args.batch * group, width + args.new_tokens)
+  # Random weights give near-tied logits; agreement is informative, not a check (and only
+  # meaningful for greedy decoding).
   agree = np.mean([a == b for row, t in zip(hf_out[:, width:].tolist(), first.tokens)
                    for a, b in zip(row, t)])
 
   best = {k: min(v) for k, v in times.items()}
-  print(f"preset={args.preset} batch={args.batch} new_tokens={args.new_tokens} prompt lengths "
+  print(f"preset={args.preset} batch={args.batch} x {group} samples, temperature "
+        f"{args.temperature}, new_tokens={args.new_tokens} prompt lengths "
         f"{args.min_prompt}-{args.max_prompt} {args.dtype}, {jax.devices()[0].device_kind}, "
         f"torch on {_DEVICE}, {threads} CPU threads, jax "
         f"{jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
@@ -114,7 +132,8 @@ def main() -> None:
     print(f"speed-up over {name}: best {best[name] / best['citrus_jax']:.2f}x, "
           f"median {med[name] / med['citrus_jax']:.2f}x")
   print(f"citrus_jax compile (first call minus a warm call): {first_s - best['citrus_jax']:.2f} s; "
-        f"greedy token agreement with transformers: {agree:.1%}")
+        + (f"greedy token agreement with transformers: {agree:.1%}" if not sampled else
+           "sampled (no token agreement expected)"))
   print(f"1-min load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on {threads} "
         "cores (torch's thread pool slows down sharply when cores are oversubscribed)")
 
