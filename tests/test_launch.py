@@ -227,3 +227,20 @@ def test_create_waits_for_the_queue_and_stops_on_failure():
   states = iter(["WAITING_FOR_RESOURCES", "FAILED"])
   with pytest.raises(RuntimeError, match="did not become ACTIVE"):
     tpu_pod.Launcher(pod, fake, sleep=sleeps.append).create()
+
+
+def test_plan_table_records_a_step_that_does_not_fit(monkeypatch):
+  """The table calls plan.plan, which raises XLA's own RESOURCE_EXHAUSTED (main's plan mode goes
+  through plan.checked_plan instead): in libtpu 0.0.42's phrasing the row says it does not fit
+  and what the temporaries needed."""
+  import jax
+  from launch import plan_table
+  from citrus_jax.train import plan
+
+  def oom(*args):
+    raise jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+        "temporaries (36.97G) exceeds available HBM (31.25G).")
+  monkeypatch.setattr(plan, "plan", oom)
+  row = plan_table.plan_one("llama3_1_70b", "v6e-64", 64, [object()] * 64)
+  assert row["fits"] is False and row["temp_needed"] == "36.97G" and row["n_devices"] == 64

@@ -34,3 +34,73 @@ def test_plan_mode_from_the_command_line(tmp_path):
            "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   assert out.returncode == 0, out.stderr[-2000:]
   assert "opt state / device" in out.stdout and (tmp_path / "plan.json").exists()
+
+
+# What libtpu 0.0.42.1 (jax 0.10.2) said, compiling the CPT llama3_2_1b step (batch 256, 4096
+# tokens, remat dots) for v5e:2x2; and an older libtpu's phrasing, and a GPU allocation's.
+_LIBTPU_OOM = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+               "temporaries (390.23G) exceeds available HBM (15.75G).")
+_OLD_LIBTPU_OOM = ("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in "
+                   "memory space hbm. Used 21.95G of 15.48G hbm.\n Exceeded hbm capacity by 6.47G.")
+_GPU_OOM = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9000000000000 bytes."
+
+
+def _pod_config():
+  from configs import cpt
+  config = cpt.get_config("llama3_2_1b")
+  config.plan.topology = "v5e:2x2"
+  return config
+
+
+def test_a_step_that_does_not_fit_says_needed_vs_available_and_the_fixes():
+  import jax
+  config, devices = _pod_config(), [object()] * 4  # the AOT devices are only counted
+  err = plan.out_of_memory(jax.errors.JaxRuntimeError(_LIBTPU_OOM), config, devices)
+  assert isinstance(err, plan.PlanError) and err.field == "memory"
+  text = str(err)
+  assert "needs 390.23 GiB of HBM per device, 15.75 GiB available" in text
+  # 64 sequences per shard: 390/15.75 = 25x -> the first power of two above, 32 (2 per device).
+  assert "config.optim.grad_accum=32 (now 1: 64 sequences per device per microbatch -> 2)" in text
+  assert "config.model.remat=full (now 'dots'" in text and "more chips (now 4" in text
+  assert "config.data.global_batch_size=256" in text
+  old = str(plan.out_of_memory(RuntimeError(_OLD_LIBTPU_OOM), config, devices))
+  assert "needs 21.95 GiB of hbm per device, 15.48 GiB available" in old
+  gpu = str(plan.out_of_memory(RuntimeError(_GPU_OOM), config, devices))
+  assert "needs 8381.90 GiB of device memory per device, 16.00 GiB available" in gpu  # v5e
+  assert plan.out_of_memory(ValueError("shapes do not match"), config, devices) is None
+
+
+def test_checked_plan_turns_only_out_of_memory_into_a_plan_error(monkeypatch):
+  import jax
+  import pytest
+  config, devices = _pod_config(), [object()] * 4
+
+  def oom(*args):
+    raise jax.errors.JaxRuntimeError(_LIBTPU_OOM)
+  monkeypatch.setattr(plan, "plan", oom)
+  with pytest.raises(plan.PlanError, match=r"^memory: the train step needs 390\.23 GiB") as e:
+    plan.checked_plan(config, mc.get_preset("llama3_2_1b"), devices)
+  assert e.value.__cause__ is None and e.value.__suppress_context__  # no chained traceback
+
+  def other(*args):
+    raise TypeError("not a memory problem")
+  monkeypatch.setattr(plan, "plan", other)
+  with pytest.raises(TypeError, match="not a memory problem"):
+    plan.checked_plan(config, mc.get_preset("llama3_2_1b"), devices)
+
+
+def test_a_tpu_topology_without_libtpu_is_a_clean_error(tmp_path):
+  import importlib.util
+  import pytest
+  if importlib.util.find_spec("libtpu") is not None:
+    pytest.skip("libtpu is installed: the topology exists")
+  out = subprocess.run(
+      [sys.executable, "-m", "citrus_jax.main", "--config=configs/cpt.py:tiny",
+       "--config.mode=plan", "--config.plan.topology=v5p:2x4x4", f"--config.workdir={tmp_path}"],
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "plan error: config.plan.topology: no devices for 'v5p:2x4x4'" in out.stderr
+  assert "libtpu" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "plan.json").exists()
+  with pytest.raises(plan.PlanError, match="is not a TPU slice"):
+    plan.topology_devices("v5p-64")  # a slice name, not a topology
