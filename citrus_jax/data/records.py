@@ -186,7 +186,7 @@ def check_record(obj: Any, path: str, line: int | str, required: Sequence[str] =
   return obj
 
 
-def read_text(path: str, error: type[RecordError] = RecordError) -> str:
+def read_text(path: str, error: type[RecordError] = RecordError, field: str = RECORD) -> str:
   """A whole file as text (BOM dropped); invalid UTF-8 is an error naming file:line."""
   with _open(path) as f:
     data = f.read().removeprefix(BOM)
@@ -195,7 +195,7 @@ def read_text(path: str, error: type[RecordError] = RecordError) -> str:
   except UnicodeDecodeError as e:
     line = data.count(b"\n", 0, e.start) + 1
     start = data.rfind(b"\n", 0, e.start) + 1
-    raise error.at(path, line, RECORD, _utf8_error(e, data).replace(
+    raise error.at(path, line, field, _utf8_error(e, data).replace(
         f"at byte {e.start + 1}", f"at byte {e.start - start + 1}"), "bad_utf8") from None
 
 

@@ -213,7 +213,7 @@ def read_mmlu(path: str, issues: Issues, *, source: str | None = None,
               subject: str | None = None) -> Iterator[Raw]:
   subject = subject or mmlu_subject(path) or "unknown"
   source = source or f"mmlu_{subject}"
-  with io.StringIO(records.read_text(path), newline="") as f:  # BOM, UTF-8 errors: file:line
+  with io.StringIO(records.read_text(path, field="<csv>"), newline="") as f:  # BOM, UTF-8
     reader = csv.reader(f)
     idx, end = 0, 0
     while True:
