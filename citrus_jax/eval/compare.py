@@ -15,14 +15,14 @@ import os
 import sys
 from typing import Any, Sequence
 
+from citrus_jax.data import records
 from citrus_jax.eval import stats
 
 METRICS = ("correct", "loglik", "loglik_norm")  # generation; loglik acc; loglik acc_norm
 
 
 def _read_jsonl(path: str) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [r for _, r in records.read_jsonl(path)]  # bad lines: file:line errors
 
 
 def _benchmark_files(path: str) -> dict[str, str] | None:
