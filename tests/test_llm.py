@@ -87,6 +87,7 @@ class FakeOpenAI:
 
   def __init__(self, plan=(), delay=0.0):
     self.plan, self.delay = list(plan), delay
+    self.redirect_to = ""  # Location of a 30x in the plan
     self.lock = threading.Lock()
     self.requests, self.inflight, self.peak = [], 0, 0
     fake = self
@@ -94,6 +95,11 @@ class FakeOpenAI:
     class Handler(BaseHTTPRequestHandler):
       def log_message(self, *a):
         pass
+
+      def do_GET(self):  # what a followed redirect of a POST becomes
+        with fake.lock:
+          fake.requests.append((dict(self.headers), None))
+        self.send_error(404)
 
       def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -105,6 +111,12 @@ class FakeOpenAI:
         time.sleep(fake.delay)
         with fake.lock:
           fake.inflight -= 1
+        if status in (301, 302, 303, 307, 308):
+          self.send_response(status)
+          self.send_header("Location", fake.redirect_to)
+          self.send_header("Content-Length", "0")
+          self.end_headers()
+          return
         if status == 200:
           out = {"choices": [{"index": i, "message": {"role": "assistant",
                                                       "content": f"reply {i} to "
@@ -194,6 +206,47 @@ def test_api_key_is_sent_but_never_logged_or_saved(fake, tmp_path, monkeypatch, 
   monkeypatch.delenv("CITRUS_TEST_KEY")
   backend.complete(ChatRequest(MSG, seed=9))
   assert "Authorization" not in server.requests[-1][0]
+
+
+def test_key_env_goes_only_to_its_host():
+  ok = "https://api.openai.com/v1"
+  assert llm_lib.key_env_for(ok, "OPENAI_API_KEY") == "OPENAI_API_KEY"
+  for url in ("http://api.openai.com/v1", "https://api.openai.com.evil.example/v1",
+              "https://api.openai.com@evil.example/v1", "http://127.0.0.1:8000/v1",
+              "https://llm.example.org/v1"):
+    assert llm_lib.key_env_for(url, "OPENAI_API_KEY") is None, url
+  assert llm_lib.key_env_for("https://llm.example.org/v1", "MY_KEY") == "MY_KEY"
+  assert llm_lib.key_env_for(ok, "") is None
+  assert OpenAIBackend(ok, "gpt-x").api_key_env == "OPENAI_API_KEY"  # the default
+
+
+def test_openai_key_is_not_sent_to_other_endpoints(fake, monkeypatch, caplog):
+  """A local (plain-http, loopback) server captures the Authorization header it is sent."""
+  secret = "sk-openai-0123456789-secret"
+  monkeypatch.setenv("OPENAI_API_KEY", secret)
+  monkeypatch.setenv("LOCAL_KEY", "local-key")
+  server = fake()
+  with caplog.at_level(logging.WARNING):
+    OpenAIBackend(server.url, "m").complete(ChatRequest(MSG))  # the default api_key_env
+    OpenAIBackend(server.url, "m", api_key_env="OPENAI_API_KEY").complete(ChatRequest(MSG))
+  assert [h.get("Authorization") for h, _ in server.requests] == [None, None]
+  assert "not sending OPENAI_API_KEY" in caplog.text and secret not in caplog.text
+  # A variable named for this endpoint is sent to it.
+  OpenAIBackend(server.url, "m", api_key_env="LOCAL_KEY").complete(ChatRequest(MSG))
+  assert server.requests[-1][0]["Authorization"] == "Bearer local-key"
+
+
+def test_a_redirect_carries_no_key_elsewhere(fake, monkeypatch):
+  monkeypatch.setenv("LOCAL_KEY", "local-key")
+  elsewhere = fake()
+  for code in (302, 307):
+    server = fake(plan=[code])
+    server.redirect_to = elsewhere.url + "/chat/completions"
+    backend = OpenAIBackend(server.url, "m", api_key_env="LOCAL_KEY", max_retries=0)
+    with pytest.raises(llm_lib.RequestError, match=f"HTTP {code}"):
+      backend.complete(ChatRequest(MSG))
+    assert server.requests[0][0]["Authorization"] == "Bearer local-key"
+  assert elsewhere.requests == []  # not followed, so nothing (and no key) went there
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 `LLM.complete(ChatRequest) -> ChatResponse`: chat messages in, `n` texts out. Backends:
   * `OpenAIBackend`: any OpenAI-compatible server (vLLM, `python -m citrus_jax.infer.serve`, hosted
     APIs) through the standard library. The API key is read from an environment variable at call
-    time; it is never logged, cached or written anywhere. 429 and 5xx answers and network errors
-    are retried with exponential backoff (honouring Retry-After); a semaphore bounds the requests
-    in flight.
+    time; it is never logged, cached or written anywhere, and goes only to the host it is for
+    (OPENAI_API_KEY to https://api.openai.com only; see `key_env_for`). 429 and 5xx answers and
+    network errors are retried with exponential backoff (honouring Retry-After); a semaphore
+    bounds the requests in flight.
   * `citrus_jax.infer.local.SamplerBackend`: the in-process citrus_jax sampler.
   * `FunctionLLM`: a Python function (scripted roles in tests, quick experiments).
 `CachedLLM` wraps any of them with an append-only JSONL cache keyed by the request, so rerunning a
@@ -22,6 +23,7 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Callable, Mapping, Sequence
 
@@ -143,8 +145,49 @@ class FunctionLLM(LLM):
 # OpenAI-compatible HTTP client (standard library only).
 
 
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_HOSTS = ("api.openai.com",)  # where OPENAI_API_KEY is documented to go
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def key_env_for(base_url: str, api_key_env: str | None) -> str | None:
+  """The environment variable whose key may go to `base_url`, or None (send no key).
+
+  API keys go only to the host they were configured for: OPENAI_API_KEY (the default) is sent
+  to https://api.openai.com and nowhere else, so pointing base_url at a local server, a proxy or
+  another provider never leaks it; such endpoints get a key only from a variable named for them
+  in api_key_env (e.g. VLLM_API_KEY).
+  """
+  if not api_key_env:
+    return None
+  url = urllib.parse.urlsplit(base_url)
+  if api_key_env == OPENAI_KEY_ENV and not (url.scheme == "https"
+                                            and url.hostname in OPENAI_HOSTS):
+    if os.environ.get(OPENAI_KEY_ENV):
+      logging.warning("OpenAIBackend: not sending %s to %s://%s (it only goes to https://%s); "
+                      "name the variable holding that server's key in api_key_env",
+                      OPENAI_KEY_ENV, url.scheme, url.netloc, OPENAI_HOSTS[0])
+    return None
+  if url.scheme == "http" and url.hostname not in _LOOPBACK:
+    logging.warning("OpenAIBackend: the key in %s goes over plain http to %s", api_key_env,
+                    url.netloc)
+  return api_key_env
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+  """A redirect is an error: the key (and the request) go to the configured host only."""
+
+  def redirect_request(self, req, fp, code, msg, headers, newurl):
+    del req, fp, code, msg, headers, newurl
+    return None
+
+
 class OpenAIBackend(LLM):
-  """POST {base_url}/chat/completions. base_url ends in /v1 (e.g. http://127.0.0.1:8000/v1)."""
+  """POST {base_url}/chat/completions. base_url ends in /v1 (e.g. http://127.0.0.1:8000/v1).
+
+  The key: see `key_env_for` (OPENAI_API_KEY only to https://api.openai.com; any other endpoint
+  only from a variable named in api_key_env). Redirects are not followed.
+  """
 
   def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY",
                timeout_s: float = 120.0, max_retries: int = 5, backoff_s: float = 1.0,
@@ -160,7 +203,8 @@ class OpenAIBackend(LLM):
     self.base_url = base_url.rstrip("/")
     self.model = model
     self.name = f"openai:{model}"
-    self.api_key_env = api_key_env
+    self.api_key_env = key_env_for(self.base_url, api_key_env)  # None: no key is sent
+    self._opener = urllib.request.build_opener(_NoRedirect)
     self.timeout_s, self.max_retries = timeout_s, max_retries
     self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
     self.max_tokens_field = max_tokens_field
@@ -172,11 +216,7 @@ class OpenAIBackend(LLM):
     return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
 
   def _headers(self) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    key = os.environ.get(self.api_key_env) if self.api_key_env else None
-    if key:
-      headers["Authorization"] = f"Bearer {key}"
-    return headers
+    return {"Content-Type": "application/json", "Accept": "application/json"}
 
   def _body(self, request: ChatRequest) -> dict[str, Any]:
     body = {"model": self.model, "messages": request.key_fields()["messages"], "n": request.n,
@@ -209,7 +249,10 @@ class OpenAIBackend(LLM):
       with self._slots:
         try:
           req = urllib.request.Request(url, data=data, headers=self._headers(), method="POST")
-          with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+          key = os.environ.get(self.api_key_env) if self.api_key_env else None
+          if key:  # read at call time; never copied onto a redirect
+            req.add_unredirected_header("Authorization", f"Bearer {key}")
+          with self._opener.open(req, timeout=self.timeout_s) as resp:
             payload = json.loads(resp.read().decode("utf-8"))
           return _parse_chat(payload, request.n, url)
         except urllib.error.HTTPError as e:
