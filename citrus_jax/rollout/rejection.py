@@ -19,7 +19,7 @@ answers (one per wrong option before a second of any), lowest score then samplin
 Checks, in order, each counted by name: `unfinished` (hit max_new_tokens), `format` (not exactly
 `<think>...</think><answer>...</answer>` with a non-empty answer and nothing around),
 `stray_tags` (template tokens like <|eot_id|> / <|im_start|>, <s>, [INST], role lines, pseudo tags
-like <Question> / <step>, placeholders like {Q}), `short_think` (think part < min_think_chars),
+like <Question> / <step>, placeholders like {Q} or "[Insert Your Detailed ...]"), `short_think` (think part < min_think_chars),
 `language` (the response's CJK ratio class differs from the question's), `too_long` (prompt +
 response > max_chars characters); for pairs also `same_answer` and `duplicate` (the same text
 as a rejected response already taken).
@@ -73,6 +73,8 @@ _STRAY = re.compile("|".join([
     r"<\s*/?\s*(?:question|options?|step|feedback|critique|rating|response|output|input|user|"
     r"assistant|system|reasoning|final_answer)\s*>",
     r"\{\s*(?:Q|question|answer|options?|input|output|response|context|gold)\s*\}",
+    r"\[\s*Insert\b[^\]\n]{0,80}\]",  # the SFT prompt's own placeholders, copied
+
     r"^\s*(?:user|assistant|human)\s*:",  # a role line (chat format "plain")
 ]), re.I | re.M)
 _BARE_LETTER = re.compile(r"^\W*[A-Za-z]\W*$")
@@ -198,7 +200,7 @@ def pair_record(q: Question, prompt: Messages, chosen: Sample, rejected: Sample)
 
 def build_pairs(q: Question, samples: Sequence[Sample], prompt: Messages, *,
                 min_think_chars: int = 200, max_pairs_per_question: int = 3,
-                max_chars: int = 12000, min_chosen_score: float = 60.0,
+                max_chars: int = 8192, min_chosen_score: float = 60.0,
                 unverified_as_wrong: bool = False) -> tuple[list[dict], collections.Counter]:
   """Pairs of one question from its verified (and optionally scored) samples, and counts.
 
@@ -248,7 +250,7 @@ def build_pairs(q: Question, samples: Sequence[Sample], prompt: Messages, *,
 def make_pairs(questions: Sequence[Question], samples: Sequence[Sequence[Sample] | None], *,
                prompt_fn: Callable[[Question], Messages] = open_prompt,
                min_think_chars: int = 200, max_pairs_per_question: int = 3,
-               max_chars: int = 12000, min_chosen_score: float = 60.0,
+               max_chars: int = 8192, min_chosen_score: float = 60.0,
                unverified_as_wrong: bool = False, skipped: dict[str, int] | None = None
                ) -> tuple[list[dict], dict[str, Any]]:
   """Pairs and stats of all questions; `samples[i]` None = question i was not sampled."""
@@ -428,7 +430,7 @@ def sample_pairs(params: Any, cfg: Any, tok: Any, questions: Any, *, n_samples: 
                  temperature: float = 0.7, top_p: float = 1.0, top_k: int = 0,
                  max_new_tokens: int = 1024, seed: int = 0, batch_size: int = 64,
                  min_think_chars: int = 200, max_pairs_per_question: int = 3,
-                 max_chars: int = 12000, min_chosen_score: float = 60.0,
+                 max_chars: int = 8192, min_chosen_score: float = 60.0,
                  unverified_as_wrong: bool = False, judge: Judge | None = None,
                  scorer: Scorer | None = None, prompt_fn: Callable[[Question], Messages] | None = None,
                  mesh: Any = None, generate_fn: GenerateFn | None = None, progress: bool = True,

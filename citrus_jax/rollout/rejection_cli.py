@@ -14,7 +14,8 @@ import argparse
 import json
 from typing import Any, Sequence
 
-from citrus_jax.rollout import rejection
+from citrus_jax.rollout import quality, rejection
+from citrus_jax.synth import llm
 
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
@@ -52,12 +53,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--temperature", type=float, default=0.7)
   p.add_argument("--top_p", type=float, default=1.0)
   p.add_argument("--top_k", type=int, default=0)
-  p.add_argument("--max_new_tokens", type=int, default=1024)
+  p.add_argument("--max_new_tokens", type=int, default=4096,
+                 help="long expert chains need it (1024 cuts them and drops them as unfinished)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch_size", type=int, default=64, help="sequences per generate call")
   p.add_argument("--min_think_chars", type=int, default=200)
   p.add_argument("--max_pairs_per_question", type=int, default=3)
-  p.add_argument("--max_chars", type=int, default=12000)
+  p.add_argument("--max_chars", type=int, default=8192, help="prompt + response bound")
+  p.add_argument("--scorer", default="rule", choices=sorted(quality.SCORERS),
+                 help="0-100 quality score ordering correct responses (llm: needs --judge_*)")
+  p.add_argument("--judge_base_url", default="",
+                 help="OpenAI-compatible /v1 URL of an LLM judge: verifies answers the rules "
+                      "cannot map to an option, and scores with --scorer llm")
+  p.add_argument("--judge_model", default="")
+  p.add_argument("--judge_api_key_env", default="",
+                 help="env variable holding the judge's API key (none sent otherwise)")
   p.add_argument("--unverified_as_wrong", action="store_true")
   p.add_argument("--limit", type=int, default=0, help="> 0: only the first questions")
   p.add_argument("--mesh", default="", help="e.g. 1,-1,1 (data, fsdp, tensor); default 1 device")
@@ -71,6 +81,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.checkpoint and not args.tokenizer:
     p.error("--checkpoint needs --tokenizer")
+  if bool(args.judge_base_url) != bool(args.judge_model):
+    p.error("--judge_base_url and --judge_model go together")
+  if args.scorer == "llm" and not args.judge_base_url:
+    p.error("--scorer llm needs --judge_base_url and --judge_model")
   return args
 
 
@@ -81,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                   None if args.process_id < 0 else args.process_id)
   questions = rejection.load_questions(args.questions, args.limit)
   params, cfg, tok, mesh = _load_model(args)
+  backend = judge = None
+  if args.judge_base_url:
+    key = {"api_key_env": args.judge_api_key_env} if args.judge_api_key_env else {}
+    backend = llm.OpenAIBackend(args.judge_base_url, args.judge_model, **key)
+    judge = quality.llm_judge(backend)
   samples: list = []
   pairs, stats = rejection.sample_pairs(
       params, cfg, tok, questions, n_samples=args.n_samples, temperature=args.temperature,
@@ -88,11 +107,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       batch_size=args.batch_size, min_think_chars=args.min_think_chars,
       max_pairs_per_question=args.max_pairs_per_question, max_chars=args.max_chars,
       unverified_as_wrong=args.unverified_as_wrong, prompt_fn=rejection.PROMPT_STYLES[args.prompt],
+      judge=judge, scorer=quality.SCORERS[args.scorer](backend),
       mesh=mesh, progress=not args.no_progress,
       samples_out=samples if args.samples_out else None)
   rejection.write_pairs(args.out, pairs)  # these writes: process 0 only
   stats["settings"].update(questions=args.questions, prompt=args.prompt,
-                           model=args.checkpoint or args.hf_dir)
+                           model=args.checkpoint or args.hf_dir, scorer=args.scorer,
+                           judge=args.judge_model or None)
   if args.samples_out:
     rejection.write_pairs(args.samples_out, samples)
   import jax
