@@ -23,6 +23,15 @@ INSTALL_REQUIRES = [
     "matplotlib",
 ]
 
+# The OpenAI-compatible server (`python -m citrus_jax.infer.serve`): the async HTTP stack vLLM
+# uses. serve.py extends uvicorn's h11 protocol class, hence the upper bounds.
+SERVE_REQUIRES = [
+    "fastapi>=0.163,<1",
+    "uvicorn>=0.54,<0.60",
+    "h11>=0.16,<1",
+    "pydantic>=2.13,<3",
+]
+
 # Reference stack for parity tests and HF interop. torch is pinned in the SAME requirement set as
 # transformers/trl so pip does not pull a multi-GB CUDA build of a newer torch.
 TEST_REQUIRES = [
@@ -31,6 +40,8 @@ TEST_REQUIRES = [
     "trl==1.16.0",
     "pytest",
     "openai==3.57.0",
+    *SERVE_REQUIRES,
+    "schemathesis>=4.32,<5",  # the server's OpenAPI fuzz
     # Executing the Colab notebook headlessly in tests.
     "nbclient==0.11.0",
     "nbformat==5.11.1",
@@ -45,5 +56,5 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["citrus_jax", "citrus_jax.*"]),
     package_data={"citrus_jax": ["**/*.txt", "**/*.jinja"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"serve": SERVE_REQUIRES, "test": TEST_REQUIRES},
 )

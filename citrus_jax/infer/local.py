@@ -7,6 +7,12 @@ batch. Rows of a group may ask for different max_tokens: the batch runs to the l
 to a power of two, so few shapes are compiled) and each row is cut to its own limit afterwards,
 which is exact because a row's first k tokens do not depend on what follows them.
 
+Streaming and cancellation go through the sampler's per-step host hook: each decoded token is
+handed to its request's `on_token(row, token_id)` listener as it comes, and a request whose future
+was cancelled (a client that went away) has its rows ended at the next step; a cancelled request
+still waiting in the queue never reaches the sampler. Rows also end at their own max_tokens, so a
+batch stops when its longest request is done rather than at the rounded-up step count.
+
 Seeds: the sampler draws one random stream per batch, so with temperature > 0 a row's sample
 depends on its batch; the batch uses its first request's seed. Greedy decoding (temperature 0) is
 batch-independent. The OpenAI server (citrus_jax/infer/serve.py) and local synthesis both use this.
@@ -19,8 +25,9 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 from absl import logging
 
 from citrus_jax import chat
@@ -37,6 +44,22 @@ class Completion:
   completion_tokens: int
 
 
+class JobFuture(concurrent.futures.Future):
+  """A Future whose cancel() also works once the job runs: `abandoned` tells the sampler hook to
+  end the job's rows at the next step (the result, if any, is then of no use)."""
+
+  def __init__(self) -> None:
+    super().__init__()
+    self.abandoned = False
+
+  def cancel(self) -> bool:
+    self.abandoned = True
+    return super().cancel()
+
+
+TokenListener = Callable[[int, int], None]  # (row within the request, token id)
+
+
 @dataclasses.dataclass
 class _Job:
   prompt: list[int]
@@ -46,7 +69,8 @@ class _Job:
   top_p: float
   seed: int
   stop: tuple[str, ...]
-  future: concurrent.futures.Future
+  future: JobFuture
+  on_token: TokenListener | None = None
 
   @property
   def group(self) -> tuple:
@@ -73,6 +97,9 @@ class SamplerBackend(LLM):
     self.stop_ids = tuple(getattr(tokenizer, "stop_ids", ()) or
                           (() if cfg.eos_token_id is None else (cfg.eos_token_id,)))
     self.batches: list[int] = []  # rows per generate call, for tests and monitoring
+    self.batch_steps: list[int] = []  # decode steps each generate call ran
+    self.cancelled_rows = 0  # rows ended early because their request was cancelled
+    self._rows: list[list] = []  # the running batch: [job, row in job, tokens seen] per row
     self._queue: queue.Queue = queue.Queue()
     self._worker: threading.Thread | None = None
     self._lock = threading.Lock()
@@ -117,8 +144,12 @@ class SamplerBackend(LLM):
 
   def submit(self, prompt: Sequence[int], *, n: int = 1, max_tokens: int = 256,
              temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-             stop: Sequence[str] = ()) -> concurrent.futures.Future:
-    """Queues one prompt for n completions; the future yields a list of Completion."""
+             stop: Sequence[str] = (), on_token: TokenListener | None = None) -> JobFuture:
+    """Queues one prompt for n completions; the future yields a list of Completion.
+
+    on_token(row, token_id) is called from the sampler thread for each token of each of the n
+    rows as it is decoded (at most max_tokens per row; stop tokens included). cancel() on the
+    future drops the request, or ends its rows at the next decode step if it is running."""
     if n < 1 or max_tokens < 1 or temperature < 0 or not 0 < top_p <= 1:
       raise RequestError(f"need n >= 1, max_tokens >= 1, temperature >= 0, 0 < top_p <= 1; got "
                          f"n={n}, max_tokens={max_tokens}, temperature={temperature}, "
@@ -129,7 +160,7 @@ class SamplerBackend(LLM):
     max_tokens = self.check_fits(prompt, max_tokens)
     job = _Job(prompt, n, max_tokens, float(temperature), float(top_p),
                0 if seed is None else int(seed) % 2**31, tuple(s for s in stop if s),
-               concurrent.futures.Future())
+               JobFuture(), on_token)
     with self._lock:
       if self._closed:
         raise RequestError("the backend is closed")
@@ -176,6 +207,9 @@ class SamplerBackend(LLM):
           break
         jobs.append(nxt)
         rows += nxt.n
+      running = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+      self.cancelled_rows += sum(j.n for j in jobs) - sum(j.n for j in running)  # unsampled
+      jobs = running
       for chunk in self._chunks(jobs):
         try:
           results = self._run(chunk)
@@ -204,13 +238,19 @@ class SamplerBackend(LLM):
     room = self.cfg.max_seq_len - max(len(p) for p in prompts)
     steps = max(want, min(sampler.bucket_length(want), room))
     first = jobs[0]
-    outs = sampler.generate_text(
-        self.params, self.cfg, self.tokenizer, prompts, max_new_tokens=steps,
-        stop_strings=first.stop, temperature=first.temperature, top_p=first.top_p,
-        top_k=self.top_k, seed=first.seed, stop_ids=self.stop_ids, pad_id=self.pad_id,
-        mesh=self.mesh)
+    self._rows = [[j, r, 0] for j in jobs for r in range(j.n)]
+    self._steps = 0
+    try:
+      outs = sampler.generate_text(
+          self.params, self.cfg, self.tokenizer, prompts, max_new_tokens=steps,
+          stop_strings=first.stop, temperature=first.temperature, top_p=first.top_p,
+          top_k=self.top_k, seed=first.seed, stop_ids=self.stop_ids, pad_id=self.pad_id,
+          mesh=self.mesh, on_step=self._on_step)  # static under jit: equal across calls
+    finally:
+      self._rows = []
     with self._lock:
       self.batches.append(len(prompts))
+      self.batch_steps.append(self._steps)
     results, k = [], 0
     skip = set(self.stop_ids)
     for j in jobs:
@@ -225,6 +265,31 @@ class SamplerBackend(LLM):
       results.append(row)
       k += j.n
     return results
+
+
+  def _on_step(self, step: Any, tokens_B: Any, live_B: Any) -> np.ndarray:
+    """The sampler's host hook (runs on the sampler thread): hands each row's new token to its
+    listener and returns the rows to end now (cancelled, or at their request's max_tokens)."""
+    tokens, live = np.asarray(tokens_B), np.asarray(live_B)
+    end = np.zeros(tokens.shape, bool)
+    self._steps = int(step) + 1
+    for i, row in enumerate(self._rows):
+      job, r, seen = row
+      if not live[i]:
+        continue
+      if job.future.abandoned:
+        end[i] = True
+        self.cancelled_rows += 1
+        continue
+      row[2] = seen = seen + 1
+      if job.on_token is not None:
+        try:
+          job.on_token(r, int(tokens[i]))
+        except Exception:  # a broken listener (its client gone) ends its rows, not the batch
+          logging.warning("token listener failed; ending the request", exc_info=True)
+          job.future.abandoned = True
+      end[i] = seen >= job.max_tokens
+    return end
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,368 +1,507 @@
-"""An OpenAI-compatible HTTP server over the citrus_jax sampler (standard library only).
+"""An OpenAI-compatible HTTP server over the citrus_jax sampler (FastAPI on uvicorn, as vLLM).
 
   python -m citrus_jax.infer.serve --checkpoint runs/demo/sft3 --tokenizer runs/demo/tok.model --port 8000
 
-Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/<id>], GET /health.
-Concurrent requests are batched by `SamplerBackend` (a queue and one worker thread that groups what
-arrives within a short window into one `generate` call). `stream: true` is answered as
-server-sent events; the text is generated first and then sent as one content chunk.
-Binds to 127.0.0.1 unless --host says otherwise; --api-key-env NAME makes every request present
-`Authorization: Bearer <$NAME>`. Bad requests get OpenAI-style 4xx JSON errors
-({"error": {"message", "type", "param", "code"}}) and the server keeps serving.
-Not supported (400): tools, logprobs. Other unknown fields are ignored, as vLLM does.
+Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/<id>], GET /health,
+and the OpenAPI schema at /openapi.json (docs at /docs). Requests are batched by `SamplerBackend`
+(what arrives within --batch-window-ms shares one jitted `generate` call, run on its own thread so
+the event loop keeps serving). `stream: true` sends server-sent events as tokens are decoded.
+A client that disconnects cancels its generation. Binds to 127.0.0.1 unless --host says otherwise;
+--api-key-env NAME makes every request present `Authorization: Bearer <$NAME>`, checked from the
+headers before any body byte is read. Bodies over --max-body-mb get 413, bodies (and request heads)
+slower than --read-timeout-s get 408. Every error is OpenAI-style JSON ({"error": {"message",
+"type", "param", "code"}}), 404/405/malformed HTTP included; invalid fields are 400 (as OpenAI and
+vLLM answer, not FastAPI's 422). Not supported (400): tools, logprobs.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import hmac
 import json
+import logging
 import os
+import socket
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, AsyncIterator, Sequence
 
-from absl import logging
+import h11
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from citrus_jax.synth.llm import PromptTooLongError, RequestError
+from citrus_jax.infer import protocol as P
 from citrus_jax.infer.local import SamplerBackend
+from citrus_jax.infer.streaming import TextStream
+from citrus_jax.synth.llm import PromptTooLongError, RequestError
+
+log = logging.getLogger(__name__)
+ApiError = P.ApiError
 
 
-class ApiError(Exception):
-  def __init__(self, status: int, message: str, *, param: str | None = None,
-               code: str | None = None, kind: str = "invalid_request_error"):
-    super().__init__(message)
-    self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-  def body(self) -> dict[str, Any]:
-    return {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                      "code": self.code}}
-
-
-class OpenAIServer(ThreadingHTTPServer):
-  daemon_threads = True
-
-  def __init__(self, address: tuple[str, int], backend: SamplerBackend, model_name: str, *,
-               api_key: str | None = None, default_max_tokens: int = 256, max_n: int = 16,
-               max_body_bytes: int = 8 << 20):
-    super().__init__(address, _Handler)
-    self.backend, self.model_name = backend, model_name
-    self.api_key, self.default_max_tokens = api_key, default_max_tokens
-    self.max_n, self.max_body_bytes = max_n, max_body_bytes
-    self.created = int(time.time())
-
-
-def make_server(backend: SamplerBackend, model_name: str, host: str = "127.0.0.1", port: int = 0,
-                **kw: Any) -> OpenAIServer:
-  """A bound, not yet serving server (port 0 picks a free port: see server.server_address)."""
-  return OpenAIServer((host, port), backend, model_name, **kw)
-
-
-def serve_in_thread(server: OpenAIServer) -> threading.Thread:
-  thread = threading.Thread(target=server.serve_forever, name="openai-server", daemon=True)
-  thread.start()
-  return thread
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+  """What the app enforces. Timeouts are per request: the whole body (and the request head, see
+  `_H11`) must arrive within read_timeout_s."""
+  model_name: str
+  api_key: str | None = None
+  default_max_tokens: int = 256
+  max_n: int = 16
+  max_body_bytes: int = 8 << 20
+  read_timeout_s: float = 30.0
 
 
 # ------------------------------------------------------------------------------------------------
-# Request field checks.
+# Before the app: auth, body size and read timeout (pure ASGI, so nothing is read before auth).
 
 
-def _number(body: dict, name: str, default: Any, lo: float, hi: float, kind: type = float) -> Any:
-  value = body.get(name)
-  if value is None:
-    return default
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-  if kind is int:
-    ok = ok and float(value).is_integer()
-  if not ok or not lo <= value <= hi:
-    what = "an integer" if kind is int else "a number"
-    raise ApiError(400, f"'{name}' must be {what} in [{lo}, {hi}], got {value!r}", param=name)
-  return kind(value)
+def _json_bytes(obj: Any) -> bytes:
+  return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
 
-def _stop(body: dict) -> tuple[str, ...]:
-  stop = body.get("stop")
-  if stop is None:
-    return ()
-  stop = [stop] if isinstance(stop, str) else stop
-  if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-    raise ApiError(400, "'stop' must be a string or a list of at most 4 strings", param="stop")
-  return tuple(s for s in stop if s)
+async def _send_error(send: Any, err: ApiError, close: bool) -> None:
+  data = _json_bytes(err.body())
+  headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+  if close:  # the rest of the body is never read: the connection cannot be reused
+    headers.append((b"connection", b"close"))
+  await send({"type": "http.response.start", "status": err.status, "headers": headers})
+  await send({"type": "http.response.body", "body": data})
 
 
-def _content(content: Any, i: int) -> str:
-  if isinstance(content, str):
-    return content
-  if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-    parts = []
-    for p in content:
-      if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
-        raise ApiError(400, f"messages[{i}].content: only text parts are supported",
-                       param="messages")
-      parts.append(p["text"])
-    return "".join(parts)
-  raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts",
-                 param="messages")
+def _authorized(header: bytes, key: str) -> bool:
+  given = header.decode("latin-1")
+  token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+  return hmac.compare_digest(token.encode(), key.encode())
 
 
-def _messages(body: dict) -> list[dict[str, str]]:
-  messages = body.get("messages")
-  if not isinstance(messages, list) or not messages:
-    raise ApiError(400, "'messages' must be a non-empty list", param="messages")
-  out = []
-  for i, m in enumerate(messages):
-    if not isinstance(m, dict):
-      raise ApiError(400, f"messages[{i}] must be an object", param="messages")
-    role = "system" if m.get("role") == "developer" else m.get("role")
-    if role not in ("system", "user", "assistant"):
-      raise ApiError(400, f"messages[{i}].role {m.get('role')!r} is not supported (system, "
-                     "developer, user, assistant)", param="messages")
-    out.append({"role": role, "content": _content(m.get("content"), i)})
-  return out
+class _Guard:
+  """Checks the API key from the headers alone, refuses a declared Content-Length over the limit
+  at once, then reads the body itself (counting chunked bytes, under one deadline) and hands it to
+  the app from memory; later receive() calls (disconnect detection) go to the server."""
+
+  def __init__(self, app: Any, cfg: ServeConfig):
+    self.app, self.cfg = app, cfg
+
+  async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+    headers = dict(scope["headers"])
+    if self.cfg.api_key and not _authorized(headers.get(b"authorization", b""), self.cfg.api_key):
+      return await _send_error(send, ApiError(401, "invalid or missing API key",
+                                              code="invalid_api_key"), close=True)
+    limit = self.cfg.max_body_bytes
+    declared = headers.get(b"content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+      msg = (f"request body of {declared.decode()} bytes exceeds {limit}" if declared.isdigit()
+             else "bad Content-Length header")
+      return await _send_error(send, ApiError(413 if declared.isdigit() else 400, msg),
+                               close=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + self.cfg.read_timeout_s
+    chunks, size, more = [], 0, True
+    while more:
+      try:
+        message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+      except asyncio.TimeoutError:
+        return await _send_error(send, ApiError(408, f"request body not received within "
+                                                f"{self.cfg.read_timeout_s:g} s"), close=True)
+      if message["type"] == "http.disconnect":
+        return
+      chunk = message.get("body", b"")
+      size += len(chunk)
+      if size > limit:
+        return await _send_error(send, ApiError(413, f"request body exceeds {limit} bytes"),
+                                 close=True)
+      chunks.append(chunk)
+      more = message.get("more_body", False)
+    body: list[bytes] | None = [b"".join(chunks)]
+
+    async def replay() -> dict:
+      nonlocal body
+      if body is not None:
+        data, body = body[0], None
+        return {"type": "http.request", "body": data, "more_body": False}
+      return await receive()
+
+    await self.app(scope, replay, send)
+
+
+class _H11(H11Protocol):
+  """uvicorn's h11 protocol, with a deadline for the request head (uvicorn times out only idle
+  keep-alive connections, so a client trickling header bytes held a connection forever) and a
+  JSON body on the 400 it sends for malformed HTTP, e.g. `Content-Length: -1`."""
+
+  head_timeout_s = 30.0
+
+  def connection_made(self, transport: Any) -> None:
+    super().connection_made(transport)
+    self._head_timer: Any = None
+    self._arm_head_timer()
+
+  def data_received(self, data: bytes) -> None:
+    if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+      self._arm_head_timer()  # bytes of a new request: its head must be complete in time
+    super().data_received(data)
+
+  def connection_lost(self, exc: Exception | None) -> None:
+    if self._head_timer is not None:
+      self._head_timer.cancel()
+    super().connection_lost(exc)
+
+  def _arm_head_timer(self) -> None:
+    cycle = self.cycle
+
+    def expire() -> None:
+      self._head_timer = None
+      if self.cycle is not cycle or self.transport.is_closing():
+        return  # a request head arrived in time
+      data = _json_bytes(ApiError(408, "request head not received in time").body())
+      self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                           b"connection: close\r\ncontent-length: " + str(len(data)).encode() +
+                           b"\r\n\r\n" + data)
+      self.transport.close()
+
+    self._head_timer = self.loop.call_later(self.head_timeout_s, expire)
+
+  def send_400_response(self, msg: str) -> None:
+    data = _json_bytes(ApiError(400, f"{msg.rstrip('.')}: malformed HTTP").body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data)),
+               (b"connection", b"close")]
+    for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                  h11.Data(data=data), h11.EndOfMessage()):
+      self.transport.write(self.conn.send(event))
+    self.transport.close()
 
 
 # ------------------------------------------------------------------------------------------------
-# The handler.
+# The app.
 
 
-class _Handler(BaseHTTPRequestHandler):
-  protocol_version = "HTTP/1.1"
-  server_version = "citrus_jax"
-  server: OpenAIServer
+def _sampling(req: P.ChatCompletionRequest | P.CompletionRequest, cfg: ServeConfig,
+              backend: SamplerBackend) -> dict[str, Any]:
+  if req.model != cfg.model_name:
+    raise ApiError(404, f"The model '{req.model}' does not exist; this server serves "
+                   f"'{cfg.model_name}'", param="model", code="model_not_found")
+  if req.n > cfg.max_n:
+    raise ApiError(400, f"'n' must be an integer in [1, {cfg.max_n}], got {req.n}", param="n")
+  if req.logprobs:
+    raise ApiError(400, "'logprobs' is not supported by this server", param="logprobs")
+  stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+  return dict(n=req.n, temperature=1.0 if req.temperature is None else req.temperature,
+              top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed,
+              stop=tuple(s for s in stop if s))
 
-  def log_message(self, fmt: str, *args: Any) -> None:  # request line and status, no headers
-    logging.info("%s %s", self.address_string(), fmt % args)
 
-  def do_GET(self) -> None:
-    self._dispatch("GET")
-
-  def do_POST(self) -> None:
-    self._dispatch("POST")
-
-  # ---------------------------------------------------------------------------- plumbing
-
-  def _send_json(self, status: int, obj: Any) -> None:
-    data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    self.send_response(status)
-    self.send_header("Content-Type", "application/json")
-    self.send_header("Content-Length", str(len(data)))
-    if self.close_connection:
-      self.send_header("Connection", "close")
-    self.end_headers()
-    self.wfile.write(data)
-
-  def _send_events(self, events: list[dict[str, Any]]) -> None:
-    self.close_connection = True
-    self.send_response(200)
-    self.send_header("Content-Type", "text/event-stream")
-    self.send_header("Cache-Control", "no-cache")
-    self.send_header("Connection", "close")
-    self.end_headers()
-    for e in events:
-      self.wfile.write(b"data: " + json.dumps(e, ensure_ascii=False).encode("utf-8") + b"\n\n")
-    self.wfile.write(b"data: [DONE]\n\n")
-    self.wfile.flush()
-
-  def _read_body(self) -> bytes:
-    length = self.headers.get("Content-Length")
-    if length is None:
-      self.close_connection = True
-      raise ApiError(411, "a Content-Length header is required")
-    try:
-      n = int(length)
-    except ValueError:
-      self.close_connection = True
-      raise ApiError(400, "bad Content-Length header") from None
-    if n > self.server.max_body_bytes:
-      self.close_connection = True
-      raise ApiError(413, f"request body of {n} bytes exceeds {self.server.max_body_bytes}")
-    return self.rfile.read(n)
-
-  def _json(self, raw: bytes) -> dict[str, Any]:
-    try:
-      body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise ApiError(400, f"request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-      raise ApiError(400, "request body must be a JSON object")
-    return body
-
-  def _check_auth(self) -> None:
-    key = self.server.api_key
-    if not key:
-      return
-    given = self.headers.get("Authorization", "")
-    token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(token.encode(), key.encode()):
-      raise ApiError(401, "invalid or missing API key", code="invalid_api_key")
-
-  def _dispatch(self, method: str) -> None:
-    try:
-      raw = self._read_body() if method == "POST" else b""
-      self._check_auth()
-      path = urlsplit(self.path).path.rstrip("/")
-      routes = {("GET", "/v1/models"): self._models, ("GET", "/health"): self._health,
-                ("POST", "/v1/chat/completions"): self._chat,
-                ("POST", "/v1/completions"): self._completions}
-      if (method, path) in routes:
-        routes[(method, path)](raw)
-      elif method == "GET" and path.startswith("/v1/models/"):
-        self._model(path[len("/v1/models/"):])
-      elif any(p == path for _, p in routes):
-        raise ApiError(405, f"method {method} not allowed on {path}")
-      else:
-        raise ApiError(404, f"no route {method} {path}", code="not_found")
-    except ApiError as e:
-      self._send_json(e.status, e.body())
-    except Exception as e:  # the server keeps serving; the client sees a 500
-      logging.exception("internal error on %s %s", method, self.path)
-      self._send_json(500, ApiError(500, f"internal error: {type(e).__name__}: {e}",
-                                    kind="server_error").body())
-
-  # ---------------------------------------------------------------------------- endpoints
-
-  def _model_card(self) -> dict[str, Any]:
-    return {"id": self.server.model_name, "object": "model", "created": self.server.created,
-            "owned_by": "citrus_jax", "max_model_len": self.server.backend.cfg.max_seq_len}
-
-  def _models(self, _raw: bytes) -> None:
-    self._send_json(200, {"object": "list", "data": [self._model_card()]})
-
-  def _model(self, name: str) -> None:
-    if name != self.server.model_name:
-      raise ApiError(404, f"The model '{name}' does not exist", param="model",
-                     code="model_not_found")
-    self._send_json(200, self._model_card())
-
-  def _health(self, _raw: bytes) -> None:
-    self._send_json(200, {"status": "ok"})
-
-  def _common(self, body: dict) -> dict[str, Any]:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-      raise ApiError(400, "'model' is required", param="model")
-    if model != self.server.model_name:
-      raise ApiError(404, f"The model '{model}' does not exist; this server serves "
-                     f"'{self.server.model_name}'", param="model", code="model_not_found")
-    for name in ("tools", "functions"):
-      if body.get(name):
-        raise ApiError(400, f"'{name}' is not supported by this server", param=name)
-    if body.get("logprobs") not in (None, False, 0):
-      raise ApiError(400, "'logprobs' is not supported by this server", param="logprobs")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-      raise ApiError(400, "'stream' must be a boolean", param="stream")
-    seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-      raise ApiError(400, "'seed' must be an integer", param="seed")
-    return dict(n=_number(body, "n", 1, 1, self.server.max_n, int),
-                temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-                top_p=_number(body, "top_p", 1.0, 1e-9, 1.0), seed=seed, stop=_stop(body),
-                stream=stream, include_usage=bool((body.get("stream_options") or {})
-                                                 .get("include_usage")))
-
-  def _max_tokens(self, body: dict, prompt: list[int], default: int) -> int:
-    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
-        else "max_tokens"
-    room = self.server.backend.room(prompt)
-    value = _number(body, name, None, 1, 1 << 31, int)
-    if value is None:
-      if room < 1:
-        raise ApiError(400, f"This model's maximum context length is "
-                       f"{self.server.backend.cfg.max_seq_len} tokens; the prompt has "
-                       f"{len(prompt)}.", param="messages", code="context_length_exceeded")
-      return min(default, room)
+def _max_tokens(value: int | None, prompt: Sequence[int], default: int,
+                backend: SamplerBackend) -> int:
+  if value is not None:
     return value
+  room = backend.room(prompt)
+  if room < 1:
+    raise ApiError(400, f"This model's maximum context length is {backend.cfg.max_seq_len} "
+                   f"tokens; the prompt has {len(prompt)}.", param="messages",
+                   code="context_length_exceeded")
+  return min(default, room)
 
-  def _generate(self, prompts: list[list[int]], max_tokens: list[int], p: dict) -> list[list]:
-    """Submits every prompt first (so they can share a batch), then waits."""
-    backend = self.server.backend
-    try:
-      futures = [backend.submit(ids, n=p["n"], max_tokens=m, temperature=p["temperature"],
-                                top_p=p["top_p"], seed=p["seed"], stop=p["stop"])
-                 for ids, m in zip(prompts, max_tokens)]
-    except PromptTooLongError as e:
-      raise ApiError(400, str(e), param="max_tokens", code="context_length_exceeded") from None
-    except RequestError as e:
-      raise ApiError(400, str(e)) from None
-    return [f.result() for f in futures]
 
-  def _chat(self, raw: bytes) -> None:
-    body = self._json(raw)
-    p = self._common(body)
-    messages = _messages(body)
+def _submit(backend: SamplerBackend, prompts: list[list[int]], max_tokens: list[int],
+            p: dict[str, Any], listeners: list[Any] | None = None) -> list[Any]:
+  """Submits every prompt first (so they share a batch); a refusal withdraws the others."""
+  futures = []
+  try:
+    for k, (ids, m) in enumerate(zip(prompts, max_tokens)):
+      futures.append(backend.submit(ids, max_tokens=m, on_token=listeners[k] if listeners
+                                    else None, **p))
+  except (PromptTooLongError, RequestError) as e:
+    for f in futures:
+      f.cancel()
+    code = "context_length_exceeded" if isinstance(e, PromptTooLongError) else None
+    raise ApiError(400, str(e), param="max_tokens" if code else None, code=code) from None
+  return futures
+
+
+def _gather(futures: list[Any]) -> asyncio.Future:
+  """One asyncio future for the backend's futures; its outcome counts as seen even when nobody
+  waits for it any more (a cancelled request), so asyncio logs no 'never retrieved' error."""
+  done = asyncio.gather(*map(asyncio.wrap_future, futures))
+  done.add_done_callback(lambda f: f.cancelled() or f.exception())
+  return done
+
+
+async def _until_disconnect(request: Request) -> None:
+  while (await request.receive())["type"] != "http.disconnect":
+    pass
+
+
+async def _results(request: Request, futures: list[Any]) -> list[Any] | None:
+  """The futures' results, or None (generation cancelled) if the client goes away first."""
+  done = _gather(futures)
+  gone = asyncio.ensure_future(_until_disconnect(request))
+  try:
+    await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+  finally:
+    gone.cancel()
+    if not done.done():
+      for f in futures:
+        f.cancel()
+      done.cancel()
+  if not done.done() or done.cancelled():
+    log.info("client went away; generation cancelled")
+    return None
+  return done.result()
+
+
+def _usage(prompt_tokens: int, outs: list[list[Any]]) -> dict[str, int]:
+  completion = sum(o.completion_tokens for row in outs for o in row)
+  return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+          "total_tokens": prompt_tokens + completion}
+
+
+def _sse(obj: Any) -> bytes:
+  return b"data: " + _json_bytes(obj) + b"\n\n"
+
+
+async def _stream(backend: SamplerBackend, prompts: list[list[int]], max_tokens: list[int],
+                  p: dict[str, Any], chunk: Any, first: list[str | None], prompt_tokens: int,
+                  include_usage: bool, usage_head: dict[str, Any]) -> Any:
+  """Submits, then returns the SSE body: `chunk(choice, text, finish_reason)` per decoded delta.
+
+  Tokens come from the sampler thread through the loop's queue; their texts are cut with
+  `TextStream`, and the final texts (the same as without streaming) close each choice."""
+  loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+  n = p["n"]
+  listeners = [lambda row, tok, k=k: loop.call_soon_threadsafe(queue.put_nowait, (k * n + row,
+                                                                                  tok))
+               for k in range(len(prompts))]
+  futures = _submit(backend, prompts, max_tokens, p, listeners)
+  done = _gather(futures)
+  done.add_done_callback(lambda _: queue.put_nowait(None))
+  skip = set(backend.stop_ids)
+  streams = [TextStream(backend.tokenizer.decode, skip, p["stop"]) for _ in range(len(first))]
+
+  async def events() -> AsyncIterator[bytes]:
     try:
-      prompt = self.server.backend.chat_prompt(messages)
+      for i, text in enumerate(first):  # None: nothing to send before the first token
+        if text is not None:
+          yield _sse(chunk(i, text, None))
+      while (item := await queue.get()) is not None:
+        delta = streams[item[0]].push(item[1])
+        if delta:
+          yield _sse(chunk(item[0], delta, None))
+      try:
+        outs = done.result()
+      except Exception as e:  # a failed batch: an error event, as vLLM sends
+        log.exception("generation failed")
+        yield _sse(ApiError(500, f"generation failed: {type(e).__name__}: {e}").body())
+        yield b"data: [DONE]\n\n"
+        return
+      rows = [o for row in outs for o in row]
+      for i, o in enumerate(rows):
+        tail = streams[i].finish(o.text)
+        if tail:
+          yield _sse(chunk(i, tail, None))
+        yield _sse(chunk(i, None, o.finish_reason))
+      if include_usage:
+        yield _sse({**usage_head, "choices": [], "usage": _usage(prompt_tokens, outs)})
+      yield b"data: [DONE]\n\n"
+    finally:
+      if not done.done():  # the client went away mid-stream
+        log.info("client went away; streaming generation cancelled")
+        for f in futures:
+          f.cancel()
+
+  return StreamingResponse(events(), media_type="text/event-stream",
+                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def make_app(backend: SamplerBackend, cfg: ServeConfig) -> Any:
+  """The ASGI app: FastAPI routes behind `_Guard`."""
+  app = FastAPI(title="citrus_jax OpenAI-compatible server", version="1",
+                strict_content_type=False)
+  created = int(time.time())
+  errors = {status: {"model": P.ErrorResponse} for status in (400, 404)}
+  build_schema = app.openapi
+
+  def openapi() -> dict[str, Any]:
+    """FastAPI's schema, less the 422 answers it documents but this server never sends."""
+    if app.openapi_schema is None:
+      schema = build_schema()
+      for item in schema.get("paths", {}).values():
+        for op in item.values():
+          op.get("responses", {}).pop("422", None)
+      for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+      app.openapi_schema = schema
+    return app.openapi_schema
+
+  app.openapi = openapi
+
+  @app.exception_handler(ApiError)
+  async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+  @app.exception_handler(RequestValidationError)
+  async def _invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
+    err = P.validation_error(e.errors())
+    return JSONResponse(err.body(), status_code=err.status)
+
+  @app.exception_handler(HTTPException)
+  async def _http(request: Request, e: HTTPException) -> JSONResponse:
+    path = request.url.path
+    err = {404: ApiError(404, f"no route {request.method} {path}", code="not_found"),
+           405: ApiError(405, f"method {request.method} not allowed on {path}")}.get(
+               e.status_code, ApiError(e.status_code, str(e.detail)))
+    return JSONResponse(err.body(), status_code=err.status, headers=e.headers)
+
+  @app.exception_handler(Exception)
+  async def _internal(request: Request, e: Exception) -> JSONResponse:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    err = ApiError(500, f"internal error: {type(e).__name__}: {e}")
+    return JSONResponse(err.body(), status_code=500)
+
+  def card() -> dict[str, Any]:
+    return {"id": cfg.model_name, "object": "model", "created": created,
+            "owned_by": "citrus_jax", "max_model_len": backend.cfg.max_seq_len}
+
+  @app.get("/health")
+  async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+  @app.get("/v1/models")
+  async def models() -> dict[str, Any]:
+    return {"object": "list", "data": [card()]}
+
+  @app.get("/v1/models/{model_id:path}", responses={404: errors[404]})
+  async def model(model_id: str) -> dict[str, Any]:
+    if model_id != cfg.model_name:
+      raise ApiError(404, f"The model '{model_id}' does not exist", param="model",
+                     code="model_not_found")
+    return card()
+
+  @app.post("/v1/chat/completions", responses=errors)
+  async def chat(req: P.ChatCompletionRequest, request: Request) -> Any:
+    for name in ("tools", "functions"):
+      if getattr(req, name):
+        raise ApiError(400, f"'{name}' is not supported by this server", param=name)
+    p = _sampling(req, cfg, backend)
+    try:
+      prompt = backend.chat_prompt([{"role": "system" if m.role == "developer" else m.role,
+                                     "content": m.text()} for m in req.messages])
     except RequestError as e:
       raise ApiError(400, str(e), param="messages") from None
-    max_tokens = self._max_tokens(body, prompt, self.server.default_max_tokens)
-    (outs,) = self._generate([prompt], [max_tokens], p)
-    rid, created, name = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.server.model_name
-    usage = {"prompt_tokens": len(prompt),
-             "completion_tokens": sum(o.completion_tokens for o in outs)}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    if not p["stream"]:
-      self._send_json(200, {
-          "id": rid, "object": "chat.completion", "created": created, "model": name,
-          "choices": [{"index": i, "message": {"role": "assistant", "content": o.text},
-                       "logprobs": None, "finish_reason": o.finish_reason}
-                      for i, o in enumerate(outs)], "usage": usage})
-      return
-    head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name}
-    events = []
-    for i, o in enumerate(outs):
-      for delta, reason in (({"role": "assistant", "content": ""}, None),
-                            ({"content": o.text}, None), ({}, o.finish_reason)):
-        events.append({**head, "choices": [{"index": i, "delta": delta, "logprobs": None,
-                                            "finish_reason": reason}]})
-    if p["include_usage"]:
-      events.append({**head, "choices": [], "usage": usage})
-    self._send_events(events)
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    max_tokens = [_max_tokens(limit, prompt, cfg.default_max_tokens, backend)]
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
+            "model": cfg.model_name}
+    if req.stream:
+      usage = req.stream_options is not None and req.stream_options.include_usage
+      chead = {**head, "object": "chat.completion.chunk", **({"usage": None} if usage else {})}
 
-  def _completions(self, raw: bytes) -> None:
-    body = self._json(raw)
-    p = self._common(body)
-    prompt = body.get("prompt")
-    backend = self.server.backend
-    is_ids = lambda x: isinstance(x, list) and x and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in x)
-    if isinstance(prompt, str):
-      texts, prompts = [prompt], [backend.text_prompt(prompt)]
-    elif is_ids(prompt):
-      texts, prompts = [None], [list(prompt)]
-    elif isinstance(prompt, list) and prompt and all(isinstance(x, str) or is_ids(x)
-                                                     for x in prompt):
-      texts = [x if isinstance(x, str) else None for x in prompt]
-      prompts = [backend.text_prompt(x) if isinstance(x, str) else list(x) for x in prompt]
-    else:
-      raise ApiError(400, "'prompt' must be a string, a list of strings, or token id lists",
-                     param="prompt")
-    max_tokens = [self._max_tokens(body, ids, 16) for ids in prompts]
-    outs = self._generate(prompts, max_tokens, p)
-    echo = bool(body.get("echo"))
-    choices = []
-    for k, (text, row) in enumerate(zip(texts, outs)):
-      for j, o in enumerate(row):
-        prefix = (text if text is not None else backend.tokenizer.decode(prompts[k])) \
-            if echo else ""
-        choices.append({"index": k * p["n"] + j, "text": prefix + o.text, "logprobs": None,
-                        "finish_reason": o.finish_reason})
-    usage = {"prompt_tokens": sum(len(x) for x in prompts),
-             "completion_tokens": sum(o.completion_tokens for row in outs for o in row)}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    head = {"id": rid, "object": "text_completion", "created": created,
-            "model": self.server.model_name}
-    if not p["stream"]:
-      self._send_json(200, {**head, "choices": choices, "usage": usage})
-      return
-    events = [{**head, "choices": [c]} for c in choices]
-    if p["include_usage"]:
-      events.append({**head, "choices": [], "usage": usage})
-    self._send_events(events)
+      def chunk(i: int, text: str | None, reason: str | None) -> dict[str, Any]:
+        delta = {"role": "assistant", "content": ""} if text == "" else (
+            {} if text is None else {"content": text})
+        return {**chead, "choices": [{"index": i, "delta": delta, "logprobs": None,
+                                      "finish_reason": reason}]}
+      return await _stream(backend, [prompt], max_tokens, p, chunk, [""] * p["n"], len(prompt),
+                           usage, {**head, "object": "chat.completion.chunk"})
+    outs = await _results(request, _submit(backend, [prompt], max_tokens, p))
+    if outs is None:
+      return Response(status_code=499)
+    return {**head, "object": "chat.completion",
+            "choices": [{"index": i, "message": {"role": "assistant", "content": o.text},
+                         "logprobs": None, "finish_reason": o.finish_reason}
+                        for i, o in enumerate(outs[0])], "usage": _usage(len(prompt), outs)}
+
+  @app.post("/v1/completions", responses=errors)
+  async def completions(req: P.CompletionRequest, request: Request) -> Any:
+    p = _sampling(req, cfg, backend)
+    raw = req.prompt
+    items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
+    texts = [x if isinstance(x, str) else None for x in items]
+    prompts = [backend.text_prompt(x) if isinstance(x, str) else list(x) for x in items]
+    for ids in prompts:
+      if not ids or min(ids) < 0 or max(ids) >= backend.cfg.vocab_size:
+        raise ApiError(400, f"'prompt' token ids must lie in [0, {backend.cfg.vocab_size})",
+                       param="prompt")
+    max_tokens = [_max_tokens(req.max_tokens, ids, 16, backend) for ids in prompts]
+    prefixes = [(t if t is not None else backend.tokenizer.decode(ids)) if req.echo else ""
+                for t, ids in zip(texts, prompts)]
+    head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+            "created": int(time.time()), "model": cfg.model_name}
+    n_tokens = sum(len(x) for x in prompts)
+    if req.stream:
+      usage = req.stream_options is not None and req.stream_options.include_usage
+      chead = {**head, **({"usage": None} if usage else {})}
+
+      def chunk(i: int, text: str | None, reason: str | None) -> dict[str, Any]:
+        return {**chead, "choices": [{"index": i, "text": text or "", "logprobs": None,
+                                      "finish_reason": reason}]}
+      first = [prefixes[i // p["n"]] or None for i in range(len(prompts) * p["n"])]
+      return await _stream(backend, prompts, max_tokens, p, chunk, first, n_tokens, usage, head)
+    outs = await _results(request, _submit(backend, prompts, max_tokens, p))
+    if outs is None:
+      return Response(status_code=499)
+    choices = [{"index": k * p["n"] + j, "text": prefixes[k] + o.text, "logprobs": None,
+                "finish_reason": o.finish_reason}
+               for k, row in enumerate(outs) for j, o in enumerate(row)]
+    return {**head, "choices": choices, "usage": _usage(n_tokens, outs)}
+
+  return _Guard(app, cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running it.
+
+
+def bind(host: str, port: int) -> socket.socket:
+  """A listening socket (port 0 picks a free one), so the address is known before serving."""
+  family = socket.AF_INET6 if ":" in host else socket.AF_INET
+  return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def uvicorn_config(app: Any, cfg: ServeConfig, **kw: Any) -> uvicorn.Config:
+  """uvicorn on h11 with the head deadline of `_H11` and keep-alive; kw overrides (logging)."""
+  protocol = type("H11", (_H11,), {"head_timeout_s": cfg.read_timeout_s})
+  kw = {"timeout_keep_alive": 5, "lifespan": "off", "h11_max_incomplete_event_size": 64 << 10,
+        **kw}
+  return uvicorn.Config(app, http=protocol, **kw)
+
+
+class Server:
+  """uvicorn serving an app on a background thread (tests, benchmarks, notebooks)."""
+
+  def __init__(self, backend: SamplerBackend, cfg: ServeConfig, host: str = "127.0.0.1",
+               port: int = 0, **uvicorn_kw: Any):
+    self.sock = bind(host, port)
+    self.host, self.port = self.sock.getsockname()[:2]
+    uvicorn_kw.setdefault("log_config", None)
+    self.server = uvicorn.Server(uvicorn_config(make_app(backend, cfg), cfg, **uvicorn_kw))
+    self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                   name="openai-server", daemon=True)
+
+  @property
+  def url(self) -> str:
+    return f"http://{self.host}:{self.port}/v1"
+
+  def start(self, timeout_s: float = 30.0) -> "Server":
+    self.thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not self.server.started:
+      if not self.thread.is_alive() or time.monotonic() > deadline:
+        raise RuntimeError("the server did not start")
+      time.sleep(0.01)
+    return self
+
+  def stop(self) -> None:
+    self.server.should_exit = True
+    self.thread.join(timeout=30)
+    self.sock.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -370,23 +509,29 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m citrus_jax.infer.serve", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m citrus_jax.infer.serve",
+                              description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="citrus_jax params dir or Hugging Face dir")
   p.add_argument("--tokenizer", default="", help="tokenizer path (default: the checkpoint dir)")
   p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
   p.add_argument("--port", type=int, default=8000)
   p.add_argument("--served-model-name", default="", help="model id (default: checkpoint name)")
-  p.add_argument("--max-batch", type=int, default=32, help="rows per generate call")
+  p.add_argument("--max-batch", type=int, default=32,
+                 help="rows per generate call (1 turns batching off)")
   p.add_argument("--batch-window-ms", type=float, default=10.0,
                  help="how long the batcher waits for more requests")
   p.add_argument("--max-tokens", type=int, default=256,
                  help="chat max_tokens when a request does not say")
   p.add_argument("--max-n", type=int, default=16)
+  p.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit (413)")
+  p.add_argument("--read-timeout-s", type=float, default=30.0,
+                 help="deadline for a request's head and body (408)")
   p.add_argument("--mesh", default="", help="data,fsdp,tensor, e.g. 1,1,8 (default one device)")
   p.add_argument("--dtype", default=None, help="param dtype override, e.g. bfloat16")
   p.add_argument("--api-key-env", default="",
                  help="name of an environment variable holding the key clients must send")
   p.add_argument("--no-warmup", action="store_true", help="skip compiling before serving")
+  p.add_argument("--log-level", default="info", help="uvicorn's log level")
   return p.parse_args(argv)
 
 
@@ -407,19 +552,21 @@ def main(argv: list[str] | None = None) -> None:
   if not args.no_warmup:
     backend.submit(backend.chat_prompt([{"role": "user", "content": "Hello"}]),
                    max_tokens=16).result()
-  server = make_server(backend, name, args.host, args.port, api_key=api_key,
-                       default_max_tokens=args.max_tokens, max_n=args.max_n)
-  host, port = server.server_address[:2]
+  serve_cfg = ServeConfig(name, api_key=api_key, default_max_tokens=args.max_tokens,
+                          max_n=args.max_n, max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                          read_timeout_s=args.read_timeout_s)
+  sock = bind(args.host, args.port)
+  host, port = sock.getsockname()[:2]
   if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-    logging.warning("listening on %s without --api-key-env: anyone who can reach it can use it",
-                    args.host)
+    log.warning("listening on %s without --api-key-env: anyone who can reach it can use it",
+                args.host)
+  server = uvicorn.Server(uvicorn_config(make_app(backend, serve_cfg), serve_cfg,
+                                         log_level=args.log_level))
   print(f"serving {name!r} at http://{host}:{port}/v1", flush=True)
   try:
-    server.serve_forever()
-  except KeyboardInterrupt:
-    pass
+    server.run(sockets=[sock])
   finally:
-    server.server_close()
+    sock.close()
     backend.close()
 
 
