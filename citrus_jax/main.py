@@ -59,6 +59,8 @@ def run_job(config) -> tuple[str, bool]:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     (epath.Path(workdir) / "plan.json").write_text(json.dumps(result, indent=2))
     return workdir, False
+  from citrus_jax.train import checkpoint
+  checkpoint.check_writable(workdir)  # a clear error now, not a failed async save minutes later
   runtime.save_resolved_config(config, workdir)
   results = []
   if config.stage == "cpt":
@@ -99,6 +101,9 @@ def main(argv: list[str]) -> None:
   except PlanError as e:  # plan mode: no libtpu for the slice, or the step does not fit
     print(f"plan error: {e}", file=sys.stderr)
     sys.exit(2)
+  except FloatingPointError as e:  # train/engine.py: training diverged; the message says why
+    print(f"training stopped: {e}", file=sys.stderr)
+    sys.exit(3)
   print(workdir)
   if preempted:
     sys.exit(RESUMABLE_EXIT)

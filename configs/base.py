@@ -48,7 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
       # < 1: the output layer runs only on trained targets (up to this share of each row);
       # saves the [B, T, V] logits when most slots carry no loss (SFT's prompts)
       logits_fraction=1.0,
-      kill_after_step=0))
+      kill_after_step=0,
+      # consecutive non-finite (skipped) steps that stop the run; 0: never stop
+      max_skipped_steps=10))
   c.checkpoint = ml_collections.ConfigDict(dict(every=100, keep=3, async_save=True))
   c.plan = ml_collections.ConfigDict(dict(topology="", batch_size=0))
   return c

@@ -108,15 +108,35 @@ def test_exact_resume_in_process(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_non_finite_step_is_skipped_exactly(tmp_path):
+  """A NaN batch at step 5 is skipped inside the step: the run goes on, and its final params
+  equal a run that never saw that batch (params, optimizer state and schedule step untouched)."""
   mesh = sharding.make_mesh((1, -1, 1))
   data = _batches(6)
   data[4]["loss_mask"] = data[4]["loss_mask"] * np.float32(np.nan)
-  with pytest.raises(engine.NonFiniteLossError, match="step 5"):
-    engine.train(_config(6), CFG, _stage(data, 6), mesh, str(tmp_path))
+  skipped = engine.train(_config(6), CFG, _stage(data, 6), mesh, str(tmp_path / "skip"))
+  rows = metrics_log.read_metrics(str(tmp_path / "skip" / "metrics.jsonl"), "train/")
+  assert skipped.step == 6 and [rows[s]["train/skipped"] for s in range(1, 7)] == [0, 0, 0, 0, 1, 0]
+  without = engine.train(_config(6), CFG, _stage(data[:4] + data[5:], 6), mesh,
+                         str(tmp_path / "without"))
+  assert without.step == 5 and without.stopped_early == "data exhausted"
+  for a, b in zip(jax.tree.leaves(skipped.params), jax.tree.leaves(without.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_non_finite_streak_stops_and_keeps_last_good_checkpoint(tmp_path):
+  mesh = sharding.make_mesh((1, -1, 1))
+  data = _batches(6)
+  data[4]["loss_mask"] = data[4]["loss_mask"] * np.float32(np.nan)
+  config = _config(6)
+  config.train.max_skipped_steps = 1  # stop at the first non-finite step
+  with pytest.raises(engine.TrainingDivergedError,
+                     match=r"steps \(5\.\.5\).*step 4 in .*Lower optim.lr"):
+    engine.train(config, CFG, _stage(data, 6), mesh, str(tmp_path))
   ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
   assert ckpt.latest_step() == 4
   ckpt.close()
+  assert not (tmp_path / "params").exists()
 
 
 def test_resolved_config_and_tensorboard_records(tmp_path):

@@ -3,20 +3,33 @@
 A run directory holds `checkpoints/<step>/{state,data}` written by an async CheckpointManager
 (keep-last-K, atomic: an interrupted save is never picked up) and, at the end of a stage,
 `params/` + `model_config.json`: the params-only layout that stage chaining and the HF exporter
-read.
+read. A complete checkpoint that cannot be read back (truncated or corrupted files) or holds
+non-finite values is moved to `checkpoints.bad/` on resume, with a warning, and the previous one
+is used instead.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from typing import Any
+import uuid
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 from citrus_jax.model.config import ModelConfig
+from citrus_jax.runtime import ConfigError
+
+
+class NotWritableError(ConfigError):
+  """The run directory cannot be written (raised before training, not by a failed async save)."""
+
+
+class NoUsableCheckpointError(RuntimeError):
+  pass
 
 
 def _abstract(tree: Any) -> Any:
@@ -36,6 +49,21 @@ def _has_grain_state(it: Any) -> bool:
   return it is not None and hasattr(it, "get_state") and hasattr(it, "set_state")
 
 
+def check_writable(directory: str) -> None:
+  """Creates `directory` and writes and removes a small file in it, so an unwritable run
+  directory fails at once with its path; an async Orbax save there would only time out after
+  minutes."""
+  path = _orbax_path(directory)
+  probe = path / f".write_check.{jax.process_index()}.{uuid.uuid4().hex[:8]}"
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_text("ok")
+    probe.unlink()
+  except Exception as e:  # OSError locally; other types from object stores
+    raise NotWritableError(f"{path} is not writable ({type(e).__name__}: {e}); set "
+                           "config.workdir to a directory this process can write") from None
+
+
 class Checkpointer:
   """Periodic async saves of (train state, data iterator) with auto-resume."""
 
@@ -50,6 +78,13 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    """Whether `save(step, ...)` (without force) would write."""
+    return step not in self.manager.all_steps() and self.manager.should_save(step)
 
   def save(self, step: int, state: Any, data_iter: Any = None, force: bool = False) -> bool:
     import grain
@@ -69,6 +104,50 @@ class Checkpointer:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     return restored["state"]
+
+  def restore_latest(self, state_like: Any, data_iter: Any = None,
+                     verify: Callable[[Any], bool] | None = None) -> tuple[int | None, Any]:
+    """(step, state) of the newest checkpoint that reads back and passes `verify` (e.g. "every
+    value is finite"), or (None, None) when there is none. Newer ones that fail are moved to
+    `<checkpoints>.bad/<step>` with a warning naming the step and why, so the run saves those
+    steps again instead of tripping over them."""
+    bad = []
+    for step in reversed(self.all_steps()):
+      try:
+        state = self.restore(state_like, data_iter, step=step)
+        why = None if verify is None or verify(state) else "it holds non-finite values"
+      except Exception as e:  # truncated / corrupted files: tensorstore, json, orbax errors
+        why = f"it could not be read ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+      if why is None:
+        if bad:
+          logging.warning("%s: resuming from step %d instead (checkpoint%s %s set aside)",
+                          self.directory, step, "s" if len(bad) > 1 else "",
+                          ", ".join(map(str, bad)))
+        return step, state
+      moved = self._set_aside(step)
+      logging.warning("%s: checkpoint step %d is unusable: %s; moved to %s, falling back to the "
+                      "previous checkpoint", self.directory, step, why, moved)
+      bad.append(step)
+    if bad:
+      raise NoUsableCheckpointError(
+          f"{self.directory}: no usable checkpoint (steps {bad} were unusable and were moved to "
+          f"{self.directory}.bad/); remove the directory to start the stage afresh")
+    return None, None
+
+  def _set_aside(self, step: int) -> str:
+    """Moves checkpoint `step` out of the manager's directory (process 0; the others wait)."""
+    target = epath.Path(f"{self.directory}.bad") / str(step)
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      n = 1
+      while target.exists():
+        target, n = epath.Path(f"{self.directory}.bad") / f"{step}.{n}", n + 1
+      (self.directory / str(step)).rename(target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"citrus_jax_set_aside_{step}")
+    self.manager.reload()
+    return os.fspath(target)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -1,8 +1,13 @@
 """The one training loop every stage runs on: sharded state, jitted step, logs, checkpoints.
 
 A stage (CPT, SFT, RL) hands over a `Stage`: its loss, its batch iterator and how to build the
-initial params. Everything else (resume, preemption, NaN stops, evaluation, logging, the
-params-only export that the next stage starts from) lives here once.
+initial params. Everything else (resume, preemption, the non-finite step guard, evaluation,
+logging, the params-only export that the next stage starts from) lives here once.
+
+A step whose loss, gradient norm or updated params are not finite is skipped inside the jitted
+step (optim.guard_step: params and optimizer state stay as they were) and logged with
+train/skipped=1; `train.max_skipped_steps` consecutive skips stop the run with
+TrainingDivergedError. Only states verified finite are checkpointed.
 """
 from __future__ import annotations
 
@@ -55,6 +60,13 @@ class TrainResult:
 
 class NonFiniteLossError(FloatingPointError):
   pass
+
+
+class TrainingDivergedError(NonFiniteLossError):
+  """Too many consecutive steps were non-finite and skipped; the message says what to change."""
+
+
+DEFAULT_MAX_SKIPPED_STEPS = 10
 
 
 def random_init(cfg: ModelConfig, seed: int) -> Callable[[Any], Any]:
@@ -129,13 +141,17 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
   abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer, config.seed), abstract_params)
   state_sh = state_shardings(abstract_state, param_sh, mesh)
   ck = config.checkpoint
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=ck.every,
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  checkpoint.check_writable(ckpt_dir)  # seconds, not an async save timing out minutes later
+  ckpt = checkpoint.Checkpointer(ckpt_dir, every=ck.every,
                                  keep=ck.keep, async_save=ck.get("async_save", True))
-  start = ckpt.latest_step()
+  state_finite = jax.jit(lambda s: optim.all_finite((s.params, s.opt_state)))
+  state_like = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract_state, state_sh)
+  start, state = ckpt.restore_latest(state_like, stage.train_iter,
+                                     verify=lambda s: bool(state_finite(s)))
+  last_good = start  # the newest checkpoint known to hold a finite state
   if start is not None:
-    state_like = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                              abstract_state, state_sh)
-    state = ckpt.restore(state_like, stage.train_iter, step=start)
     print(f"[{stage.name}] resumed from step {start} in {workdir}", flush=True)
   else:
     params = stage.init_params(param_sh)
@@ -143,8 +159,9 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
     start = 0
 
   grad_accum = config.optim.get("grad_accum", 1)
-  step_fn = in_mesh(mesh, jax.jit(make_train_step(stage.loss_fn, optimizer, stage.totals_fn,
-                                                  grad_accum, schedule),
+  step_fn = in_mesh(mesh, jax.jit(optim.guard_step(make_train_step(
+                                      stage.loss_fn, optimizer, stage.totals_fn, grad_accum,
+                                      schedule)),
                                   in_shardings=(state_sh, None), out_shardings=(state_sh, None),
                                   donate_argnums=0))
   eval_fn = in_mesh(mesh, jax.jit(make_eval_step(stage.loss_fn, stage.totals_fn)))
@@ -154,8 +171,11 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
   log_every = max(int(config.train.get("log_every", 10)), 1)
   eval_every = int(config.train.get("eval_every", 0))
   kill_after = int(config.train.get("kill_after_step", 0))  # fault injection for resume tests
+  max_skipped = int(config.train.get("max_skipped_steps", DEFAULT_MAX_SKIPPED_STEPS))
+  skipped_steps: list[int] = []
+  streak, first_bad = 0, None  # consecutive skipped steps, the first of them and its metrics
   last: dict[str, float] = {}
-  stopped = None
+  stopped = diverged = None
   bar = _progress(stage.num_steps, start, stage.name, is_main and config.get("progress", True))
   t_last, tokens_since = time.perf_counter(), 0
   step = start
@@ -178,13 +198,14 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
       state, metrics = step_fn(state, to_global(local, mesh))
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       metrics.update(rollout_metrics)
-      if not math.isfinite(metrics["loss"]):
-        ckpt.wait()
-        raise NonFiniteLossError(
-            f"[{stage.name}] loss is {metrics['loss']} at step {step + 1}; stopping. Params were "
-            f"not updated by that step; the last good checkpoint (step {ckpt.latest_step()}) is "
-            f"in {workdir}/checkpoints. Lower optim.lr, enable optim.grad_clip or check the data.")
       step += 1
+      if metrics.get("skipped", 0.0):
+        skipped_steps.append(step)
+        streak += 1
+        if streak == 1:
+          first_bad = (step, metrics)
+      else:
+        streak = 0
       if stage.rollout is None:  # a policy-gradient loss is no log-likelihood
         metrics["perplexity"] = math.exp(min(metrics.get("nll", metrics["loss"]), 50.0))
       if step % log_every == 0 or step == stage.num_steps:
@@ -205,9 +226,13 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
                                                 step == stage.num_steps):
         logger.write(step, evaluate(eval_fn, state.params, stage.eval_batches(), mesh),
                      prefix="eval/")
-      ckpt.save(step, state, stage.train_iter)
+      if max_skipped > 0 and streak >= max_skipped:
+        diverged = _diverged_message(stage.name, config, step, max_skipped, first_bad,
+                                     last_good, ckpt_dir)
+        break
+      if _save(ckpt, step, state, stage.train_iter, state_finite, preempted):
+        last_good = step
       if preempted:
-        ckpt.save(step, state, stage.train_iter, force=True)
         ckpt.wait()
         stopped = "preempted (SIGTERM): saved and exiting"
         print(f"[{stage.name}] {stopped} at step {step}", flush=True)
@@ -216,15 +241,54 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
         ckpt.wait()
         os._exit(17)  # simulated crash: no clean shutdown
   bar.close()
-  if stopped is None or stopped == "data exhausted":
-    ckpt.save(step, state, stage.train_iter, force=True)
+  if skipped_steps:
+    shown = ", ".join(map(str, skipped_steps[:20])) + (" ..." if len(skipped_steps) > 20 else "")
+    print(f"[{stage.name}] {len(skipped_steps)} step(s) skipped (non-finite loss, gradient norm "
+          f"or update; params and optimizer state kept): {shown}", flush=True)
+  if diverged is None and (stopped is None or stopped == "data exhausted"):
+    _save(ckpt, step, state, stage.train_iter, state_finite, force=True)
   ckpt.close()
   logger.close()
+  if diverged:
+    raise TrainingDivergedError(diverged)
   if stopped is None or stopped == "data exhausted":
     checkpoint.save_params(workdir, state.params, model_cfg,
                            extra={"stage": stage.name, "step": step})
   return TrainResult(params=state.params, step=step, workdir=workdir, last_metrics=last,
                      stopped_early=stopped)
+
+
+def _save(ckpt: checkpoint.Checkpointer, step: int, state: Any, data_iter: Any,
+          state_finite: Callable[[Any], Any], force: bool = False) -> bool:
+  """Saves when due (or forced), only a state whose every value is finite. The guard keeps the
+  state finite, so a failure here means the run started from non-finite params."""
+  if not force and not ckpt.should_save(step):
+    return False
+  if step in ckpt.all_steps():
+    return True
+  if not bool(state_finite(state)):
+    raise NonFiniteLossError(f"the train state at step {step} is not finite; no checkpoint "
+                             f"was written for it. Check the initial params (config.init).")
+  return ckpt.save(step, state, data_iter, force=force)
+
+
+def _diverged_message(name: str, config: Any, step: int, max_skipped: int,
+                      first_bad: tuple[int, dict[str, float]], last_good: int | None,
+                      ckpt_dir: str) -> str:
+  at, m = first_bad
+  o = config.optim
+  values = ", ".join(f"{k} {m[k]:.4g}" for k in ("loss", "grad_norm", "lr") if k in m)
+  if all(math.isfinite(m.get(k, 0.0)) for k in ("loss", "grad_norm")):
+    values += "; the update made params non-finite or larger than ~1e19"
+  good = (f"the last good checkpoint (verified finite) is step {last_good} in {ckpt_dir}"
+          if last_good is not None else "no checkpoint was written (none was due yet)")
+  return (f"[{name}] training diverged: {step - at + 1} consecutive steps ({at}..{step}) had "
+          f"a non-finite loss, gradient norm or update and were skipped, so params and optimizer "
+          f"state are still as after step {at - 1} (first bad step: {values}). Stopped at step "
+          f"{step}; {good}. Lower optim.lr (now {o.get('lr')}), set optim.grad_clip (now "
+          f"{o.get('grad_clip', 0.0)}) or a warmup (optim.warmup_steps / optim.warmup_frac), or "
+          f"check the data; train.max_skipped_steps (now {max_skipped}) sets how many consecutive "
+          f"skips are tolerated.")
 
 
 def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]],

@@ -1,9 +1,11 @@
-"""AdamW with linear warmup + cosine decay, a weight-decay mask and global-norm clipping."""
+"""AdamW with linear warmup + cosine decay, a weight-decay mask and global-norm clipping, and
+the step guard that skips a step whose loss, gradients or update are not finite."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -50,3 +52,34 @@ def make_optimizer(cfg: Any, total_steps: int) -> tuple[optax.GradientTransforma
       weight_decay=cfg.get("weight_decay", 0.0),
       mask=lambda p: decay_mask(p, cfg.get("decay_norms_and_biases", False))))
   return optax.chain(*parts), schedule
+
+
+def finite_norm(tree: Any) -> jax.Array:
+  """True when the tree's global L2 norm, summed in float32, is finite: one reduction that is
+  False for any NaN or inf and also for values blown up past ~1e19 (e.g. by lr=1e38), which
+  are finite but would poison every later step."""
+  sq = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)]
+  return jnp.isfinite(sum(sq)) if sq else jnp.asarray(True)
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """True when every value of every floating leaf is finite (what a checkpoint must hold)."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def guard_step(step_fn: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
+               ) -> Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]:
+  """Wraps a train step so the state (params, optimizer state, step counter) only changes when
+  the loss, the gradient norm and the updated params are all finite; otherwise the old state
+  is kept and metrics["skipped"] is 1. Runs inside the jitted step: selects, never branches
+  on the host."""
+  def step(state: Any, batch: Any) -> tuple[Any, dict[str, jax.Array]]:
+    new_state, metrics = step_fn(state, batch)
+    ok = jnp.isfinite(metrics["loss"]) & finite_norm(new_state.params)
+    if "grad_norm" in metrics:
+      ok &= jnp.isfinite(metrics["grad_norm"])
+    kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+    return kept, {**metrics, "skipped": 1.0 - ok.astype(jnp.float32)}
+  return step
