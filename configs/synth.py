@@ -46,7 +46,9 @@ def get_config(preset: str = "openai"):
       base_url={"openai": "https://api.openai.com/v1", "vllm": "http://127.0.0.1:8000/v1",
                 "demo": ""}[preset],
       model={"openai": "gpt-4o-2024-08-06", "vllm": "", "demo": ""}[preset],
-      api_key_env="OPENAI_API_KEY",  # the NAME of the variable holding the key
+      # The NAME of the variable holding the key. OPENAI_API_KEY goes only to api.openai.com; any
+      # other endpoint gets a key only from a variable named for it (e.g. VLLM_API_KEY).
+      api_key_env={"openai": "OPENAI_API_KEY", "vllm": "VLLM_API_KEY", "demo": ""}[preset],
       timeout_s=120.0, max_retries=6, backoff_s=2.0, concurrency=16,
       max_tokens_field="max_tokens",  # some hosted models want max_completion_tokens
       # local: the in-process sampler.
