@@ -51,6 +51,10 @@ def get_config(preset: str = "tiny"):
       chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | qwen3 | plain
       max_new_tokens=max_new,
       temperature=temperature,  # 0 = greedy; the paper samples once at 0.7
+      samples=1,  # k > 1: k answers per item in one batched call; maj@k, pass@k (needs temperature > 0)
+      seeds="",  # e.g. "[0,1,2]": one run per sampling seed; acc mean/std/min/max over them
+      think_budget="",  # e.g. "256" or "[128,256,512]": force the answer after N thinking tokens
+      answer_tokens=32,  # new tokens for the forced answer block after the think budget
       top_p=1.0,
       top_k=0,
       batch_size=batch,  # prompts per generate call (sorted by length); option pairs for loglik

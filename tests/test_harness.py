@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from citrus_jax import chat, tokenizer
-from citrus_jax.eval import benchmarks, extract, harness, prompts, stats
+from citrus_jax.eval import benchmarks, extract, harness, prompts, scaling, stats
 from citrus_jax.model import transformer
 from citrus_jax.model.config import get_preset
 from citrus_jax.train import checkpoint
@@ -324,3 +324,83 @@ def test_cli_end_to_end_and_recount(tmp_path, tok):
   accs = [s["acc"] for s in summary["benchmarks"].values()]
   assert summary["macro_avg"]["acc"] == pytest.approx(np.mean(accs))
   assert json.load(open(os.path.join(outdir, "config.json")))["stage"] == "eval"
+
+
+# ------------------------------------------------------------------------------------------------
+# Test-time scaling (k samples, seeds, think budgets)
+
+
+def test_samples_in_one_batch_and_budget_forcing(tok):
+  cfg = get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=1024)
+  params = transformer.init_params(cfg, jax.random.key(3))
+  items = benchmarks.load_benchmark("medqa", MEDQA).items[:3]
+  kw = dict(prompt="letter", max_new_tokens=6, benchmark="medqa", temperature=1.0, seed=1)
+  recs, s = harness.evaluate_items(params, cfg, tok, items, batch_size=2, samples=4, **kw)
+  assert [r["id"] for r in recs] == [it.id for it in items]
+  for r in recs:
+    assert len(r["samples"]) == 4 and r["samples"][0]["output"] == r["output"]
+    assert r["maj_pred"] == scaling.majority_vote([x["pred"] for x in r["samples"]])
+    assert r["pass_correct"] == any(x["correct"] for x in r["samples"])
+  assert len({x["output"] for r in recs for x in r["samples"]}) > 3  # really sampled
+  assert s["samples"] == 4 and {"maj@4", "pass@4", "maj@4_ci95", "pass@4_ci95"} <= set(s)
+  assert s["pass@4"] >= s["acc"] - 1e-9
+  with pytest.raises(ValueError, match="temperature > 0"):
+    harness.evaluate_items(params, cfg, tok, items, samples=2, prompt="letter", max_new_tokens=2)
+  forced, _ = harness.evaluate_items(params, cfg, tok, items, prompt="letter", think_budget=3,
+                                     answer_tokens=2, benchmark="medqa")
+  for r in forced:
+    assert r["n_think_tokens"] <= 3 and r["n_new_tokens"] <= 5
+    if r["forced"]:
+      assert scaling.FORCE_ANSWER in r["output"]
+
+
+@pytest.mark.parametrize("ev,match", [
+    (dict(samples=4), "set --config.eval.temperature=0.7"),
+    (dict(samples=0), "samples=0"),
+    (dict(seeds="[0,1]"), "greedy runs do not depend"),
+    (dict(seeds="0,x", temperature=0.7), "eval.seeds: 'x'"),
+    (dict(think_budget="[0]"), "must be >= 1"),
+    (dict(think_budget="8", mode="loglik"), "need generation"),
+    (dict(seeds="1,1", temperature=0.7), "repeated"),
+])
+def test_scaling_config_errors(tmp_path, ev, match):
+  with pytest.raises(harness.runtime.ConfigError, match=match):
+    harness.check_eval_config(_config(tmp_path, **ev).eval)
+
+
+@pytest.mark.slow
+def test_cli_samples_seeds_and_budgets(tmp_path, tok):
+  """The #20 contract: eval.samples=4 (with temperature > 0) writes maj@4, pass@4 and 95% intervals
+  per benchmark; seeds give acc mean/std/min/max; several think budgets a curve and a PNG."""
+  cfg = get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=1024)
+  params = transformer.init_params(cfg, jax.random.key(3))
+  ckpt = checkpoint.save_params(str(tmp_path / "params"), params, cfg)
+  cmd = [sys.executable, "-m", "citrus_jax.main", "--config=configs/eval.py:tiny",
+         f"--config.workdir={tmp_path / 'run'}", f"--config.init.checkpoint={ckpt}",
+         f"--config.tokenizer.path={tok.model_file}", "--config.eval.benchmarks=medqa,jmed",
+         f"--config.eval.data_paths={MEDQA},{JMED}", "--config.eval.samples=4",
+         "--config.eval.temperature=0.7", "--config.eval.seeds=[0,1]",
+         "--config.eval.think_budget=[2,6]", "--config.eval.answer_tokens=3",
+         "--config.progress=False"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  outdir = out.stdout.strip().splitlines()[-1]
+  summary = json.load(open(os.path.join(outdir, "summary.json")))
+  for key, s in summary["benchmarks"].items():
+    for name in ("acc", "maj@4", "pass@4"):
+      assert 0 <= s[f"{name}_ci95"][0] <= s[name] <= s[f"{name}_ci95"][1] <= 1
+    recs = _read_jsonl(os.path.join(outdir, s["file"]))
+    assert s["maj@4"] == pytest.approx(np.mean([r["maj_correct"] for r in recs]))
+    assert s["pass@4"] == pytest.approx(np.mean([r["pass_correct"] for r in recs]))
+    sd = s["seeds"]
+    assert sd["seeds"] == [0, 1] and sd["min"] <= sd["mean"] <= sd["max"] and sd["std"] >= 0
+    assert os.path.exists(os.path.join(outdir, f"{key}.budget2.seed1.jsonl"))
+  tb = summary["think_budget"]
+  assert tb["budgets"] == [2, 6] and len(tb["benchmarks"]) == 2 and tb["plot"] == "think_budget.png"
+  assert open(os.path.join(outdir, "think_budget.png"), "rb").read(4) == b"\x89PNG"
+  assert summary["macro_avg"]["pass@4"] == pytest.approx(
+      np.mean([s["pass@4"] for s in summary["benchmarks"].values()]))
+  # Without temperature the contract command stops with a config error naming the fix.
+  bad = subprocess.run(cmd[:-5] + ["--config.progress=False"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 2 and "--config.eval.temperature=0.7" in bad.stdout + bad.stderr

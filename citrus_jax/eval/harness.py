@@ -18,6 +18,9 @@ valid_acc = correct / answered (unmapped answers count as no answer), and under 
 acc_norm; "macro_avg" averages them over benchmarks. Each accuracy X has X_ci95 = [lo, hi], a
 seeded 95% bootstrap interval over the items (eval/stats.py); `python -m citrus_jax.eval.compare
 DIR_A DIR_B` tests two runs on the same items (exact McNemar, paired bootstrap difference).
+Test-time scaling (eval/scaling.py): eval.samples=k adds maj@k and pass@k (acc stays the first
+sample's), eval.seeds one run per seed ("seeds": acc mean/std/min/max), eval.think_budget budget
+forcing ("think_budget": the summaries per budget and think_budget.png when there are several).
 On several processes (one per host, a mesh over all devices) every process reads the same items
 and gets every result; process 0 writes.
 """
@@ -35,7 +38,7 @@ import ml_collections
 
 from citrus_jax import chat, runtime
 from citrus_jax.data import records
-from citrus_jax.eval import benchmarks, extract, loglik, prompts, stats
+from citrus_jax.eval import benchmarks, extract, loglik, prompts, scaling, stats
 from citrus_jax.model.config import ModelConfig
 
 PROMPTS = ("citrus", "letter")
@@ -97,10 +100,22 @@ def _correctness(records: Sequence[dict]) -> dict[str, list[bool]]:
   if gen:
     out["acc"] = [bool(r["correct"]) for r in gen]
     out["valid_acc"] = [bool(r["correct"]) for r in gen if r["pred"] is not None]
+    k = sample_count(gen)
+    if k > 1:
+      out[f"maj@{k}"] = [bool(r["maj_correct"]) for r in gen]
+      out[f"pass@{k}"] = [bool(r["pass_correct"]) for r in gen]
   if ll:
     out["loglik/acc"] = [bool(r["correct"]) for r in ll]
     out["loglik/acc_norm"] = [bool(r["correct_norm"]) for r in ll]
   return out
+
+
+def sample_count(gen: Sequence[dict]) -> int:
+  """k of a k-samples run (records with "samples"), else 1; mixed k is an error."""
+  ks = {len(r["samples"]) if "samples" in r else 1 for r in gen}
+  if len(ks) > 1:
+    raise ValueError(f"records mix sample counts {sorted(ks)}")
+  return ks.pop() if ks else 1
 
 
 def summarize(records: Sequence[dict]) -> dict:
@@ -120,6 +135,14 @@ def summarize(records: Sequence[dict]) -> dict:
     if any("missing" in r for r in gen):
       out["n_missing"] = sum(bool(r.get("missing")) for r in gen)
     out.update(acc_ci95=_ci(per_item["acc"]), valid_acc_ci95=_ci(per_item["valid_acc"]))
+    if any("forced" in r for r in gen):
+      out["n_forced"] = sum(bool(r.get("forced")) for r in gen)
+    k = sample_count(gen)
+    if k > 1:  # acc above is the first sample's; maj@k / pass@k use all k
+      out["samples"] = k
+      for name in (f"maj@{k}", f"pass@{k}"):
+        out[name] = sum(per_item[name]) / len(per_item[name])
+        out[f"{name}_ci95"] = _ci(per_item[name])
   ll = [r["loglik"] for r in records if "loglik" in r]
   if ll:
     out["loglik"] = loglik.summarize(ll)
@@ -138,8 +161,11 @@ def macro_average(per_benchmark: dict[str, dict],
   gen = [s for s in per_benchmark.values() if "acc" in s]
   ll = [s["loglik"] for s in per_benchmark.values() if "loglik" in s]
   out = {"n_benchmarks": len(per_benchmark)}
+  scaled = [n for n in gen[0] if n.startswith(("maj@", "pass@")) and not n.endswith("_ci95")
+            and all(n in s for s in gen)] if gen else []
   if gen:
     out.update(acc=mean(s["acc"] for s in gen), valid_acc=mean(s["valid_acc"] for s in gen))
+    out.update({n: mean(s[n] for s in gen) for n in scaled})
   if ll:
     out["loglik"] = {"acc": mean(s["acc"] for s in ll), "acc_norm": mean(s["acc_norm"] for s in ll)}
   if records is not None:
@@ -148,6 +174,7 @@ def macro_average(per_benchmark: dict[str, dict],
       return [c[name] for c in per_item if name in c]
     if gen:
       out.update(acc_ci95=_macro_ci(groups("acc")), valid_acc_ci95=_macro_ci(groups("valid_acc")))
+      out.update({f"{n}_ci95": _macro_ci(groups(n)) for n in scaled})
     if ll:
       out["loglik"].update(acc_ci95=_macro_ci(groups("loglik/acc")),
                            acc_norm_ci95=_macro_ci(groups("loglik/acc_norm")))
@@ -208,24 +235,49 @@ def evaluate_items(params: Any, cfg: ModelConfig, tok: Any, items: Sequence[Any]
                    temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
                    batch_size: int = 8, mesh: jax.sharding.Mesh | None = None,
                    loglik_form: str = "text", chat_format: str | None = None,
-                   benchmark: str = "", progress: bool = False) -> tuple[list[dict], dict]:
-  """(one record per item, summary) for MCQItems; mode: generate | loglik | both."""
+                   benchmark: str = "", progress: bool = False, samples: int = 1,
+                   think_budget: int = 0, answer_tokens: int = 32) -> tuple[list[dict], dict]:
+  """(one record per item, summary) for MCQItems; mode: generate | loglik | both.
+
+  samples=k > 1 draws k outputs per item (each prompt repeated k times in the same sampler
+  batch, so batch_size items = batch_size * k rows per call); the record's output/pred/correct
+  are the first sample's, "samples" holds all k, plus maj_pred/maj_correct/pass_correct.
+  think_budget > 0: budget forcing (scaling.budget_forced_outputs), answer_tokens after it.
+  """
   if mode not in ("generate", "loglik", "both"):
     raise ValueError(f"mode must be generate, loglik or both, got {mode!r}")
+  if samples < 1 or (samples > 1 and temperature <= 0):
+    raise ValueError(f"samples={samples} needs samples >= 1, and temperature > 0 when > 1 "
+                     f"(got temperature={temperature}: greedy samples would all be equal)")
   if tok.vocab_size > cfg.vocab_size:
     raise ValueError(f"tokenizer vocab {tok.vocab_size} > model vocab {cfg.vocab_size}")
   records = [_base_record(item, benchmark) for item in items]
   if mode in ("generate", "both"):
     rendered = [chat.render(item_messages(item, prompt), tok, add_generation_prompt=True,
                             fmt=chat_format or None) for item in items]
+    k = samples
     with _progress(len(items), f"{benchmark or 'eval'} generate", progress) as bar:
-      gens = generate_outputs(params, cfg, tok, [r.tokens for r in rendered],
-                              max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, top_k=top_k, seed=seed, batch_size=batch_size,
-                              mesh=mesh, on_batch=bar.update)
-    for rec, item, r, g in zip(records, items, rendered, gens):
-      rec.update(output_record(item, g["output"], benchmark, prompt=r.text,
-                               **{k: v for k, v in g.items() if k != "output"}))
+      def gen(ids: list[list[int]], n_new: int) -> list[dict]:
+        return generate_outputs(params, cfg, tok, ids, max_new_tokens=n_new,
+                                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                                batch_size=batch_size * k, mesh=mesh,
+                                on_batch=lambda m: bar.update(min(m / k, bar.total - bar.n)))
+      ids = [r.tokens for r in rendered for _ in range(k)]
+      if think_budget > 0:
+        gens = scaling.budget_forced_outputs(gen, tok, ids, budget=think_budget,
+                                             answer_tokens=answer_tokens)
+      else:
+        gens = gen(ids, max_new_tokens)
+    for i, (rec, item, r) in enumerate(zip(records, items, rendered)):
+      group = gens[i * k:(i + 1) * k]
+      rec.update(output_record(item, group[0]["output"], benchmark, prompt=r.text,
+                               **{n: v for n, v in group[0].items() if n != "output"}))
+      if k > 1:
+        scored = [extract.score(g["output"], item) for g in group]
+        rec["samples"] = [{"output": g["output"], "pred": s["pred"], "correct": bool(s["correct"]),
+                           **{n: g[n] for n in ("n_new_tokens", "finish_reason", "forced")
+                              if n in g}} for g, s in zip(group, scored)]
+        rec.update(scaling.vote_record([s["pred"] for s in scored], item.gold))
   if mode in ("loglik", "both"):
     n_pairs = sum(len(item.options) for item in items)
     with _progress(n_pairs, f"{benchmark or 'eval'} loglik", progress) as bar:
@@ -439,6 +491,13 @@ def format_table(summary: dict) -> str:
   m = summary["macro_avg"]
   rows.append(("macro_avg", "", pct(m.get("acc")), pct(m.get("valid_acc")), "",
                pct(m.get("loglik", {}).get("acc")), pct(m.get("loglik", {}).get("acc_norm"))))
+  scaled = sorted({n for s in summary["benchmarks"].values() for n in s
+                   if n.startswith(("maj@", "pass@")) and not n.endswith("_ci95")})
+  if scaled:  # test-time scaling columns (k samples per item)
+    rows[0] += tuple(f"{n}%" for n in scaled)
+    for i, s in enumerate(summary["benchmarks"].values(), start=1):
+      rows[i] += tuple(pct(s.get(n)) for n in scaled)
+    rows[-1] += tuple(pct(m.get(n)) for n in scaled)
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                      enumerate(zip(r, widths))) for r in rows]
@@ -464,6 +523,39 @@ def check_eval_config(ev: ml_collections.ConfigDict) -> None:
   for path in runtime.split_paths(ev.predictions):
     if not os.path.isfile(path):
       raise runtime.ConfigError(f"config.eval.predictions: {path} does not exist")
+  seeds, budgets = scaling_settings(ev)
+  samples = ev.get("samples", 1)
+  if not isinstance(samples, int) or samples < 1:
+    raise runtime.ConfigError(f"config.eval.samples={samples!r}; expected an integer >= 1")
+  if samples > 1 and ev.temperature <= 0:
+    raise runtime.ConfigError(
+        f"config.eval.samples={samples} draws several answers per item but "
+        f"config.eval.temperature={ev.temperature} is greedy, so all {samples} would be equal; "
+        "set --config.eval.temperature=0.7 (the paper's), or samples=1")
+  if len(seeds) > 1 and ev.temperature <= 0:
+    raise runtime.ConfigError(f"config.eval.seeds={seeds} with config.eval.temperature="
+                              f"{ev.temperature}: greedy runs do not depend on the seed; set "
+                              "--config.eval.temperature=0.7")
+  if any(b < 1 for b in budgets) or ev.get("answer_tokens", 32) < 1:
+    raise runtime.ConfigError(f"config.eval.think_budget={budgets} and config.eval."
+                              "answer_tokens must be >= 1")
+  scaled = samples > 1 or len(seeds) > 1 or budgets
+  if scaled and (ev.predictions or ev.mode not in ("generate", "both")):
+    raise runtime.ConfigError("config.eval.samples/seeds/think_budget need generation by a model "
+                              f"(mode generate or both, no predictions); got mode={ev.mode!r}"
+                              f"{', predictions=' + repr(ev.predictions) if ev.predictions else ''}")
+
+
+def scaling_settings(ev: ml_collections.ConfigDict) -> tuple[list[int], list[int]]:
+  """(sampling seeds, think budgets) from config.eval.seeds / think_budget ("", "N", "[a,b]")."""
+  try:
+    seeds = scaling.parse_int_list(ev.get("seeds", ""), "eval.seeds")
+    budgets = scaling.parse_int_list(ev.get("think_budget", ""), "eval.think_budget")
+  except ValueError as e:
+    raise runtime.ConfigError(str(e)) from None
+  if len(set(seeds)) != len(seeds) or len(set(budgets)) != len(budgets):
+    raise runtime.ConfigError(f"config.eval.seeds={seeds} / think_budget={budgets}: repeated value")
+  return seeds, budgets
 
 
 def _load_model(config: ml_collections.ConfigDict, tok: Any, mesh: Any) -> tuple[ModelConfig, Any]:
@@ -496,6 +588,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   settings = {k: ev[k] for k in ("mode", "prompt", "max_new_tokens", "temperature", "top_p",
                                  "top_k", "loglik_form", "shuffle_options", "shuffle_seed")}
   settings.update(seed=config.seed, init=config.init.to_dict(), predictions=ev.predictions)
+  seeds, budgets = scaling_settings(ev)
+  samples = ev.get("samples", 1)
+  settings.update(samples=samples, seeds=seeds, think_budget=budgets,
+                  answer_tokens=ev.get("answer_tokens", 32))
   if ev.mode == "prompts":
     if main:
       for key, bench in data.items():
@@ -508,6 +604,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     print(f"[eval] wrote prompts for {len(data)} benchmark(s)", flush=True)
     return outdir
   extra: dict[str, Any] = {}
+  # (think budget, seed) -> records per benchmark; the primary run is (last budget, first seed).
+  runs: dict[tuple[int, int], dict[str, list[dict]]] = {}
   if ev.predictions:
     records, extra = score_predictions(data, runtime.split_paths(ev.predictions), ev.on_error)
     settings["mode"] = "predictions"
@@ -516,26 +614,74 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     tok = load_tokenizer(config)
     mesh = runtime.make_mesh(config)
     cfg, params = _load_model(config, tok, mesh)
-    records = {}
-    for key, bench in data.items():
-      t0 = time.time()
-      records[key], _ = evaluate_items(
-          params, cfg, tok, bench.items, prompt=ev.prompt, mode=ev.mode,
-          max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
-          top_k=ev.top_k, seed=config.seed, batch_size=ev.batch_size, mesh=mesh,
-          loglik_form=ev.loglik_form, chat_format=ev.chat_format or None, benchmark=key,
-          progress=config.get("progress", True))
-      print(f"[eval] {key}: {len(bench.items)} items in {time.time() - t0:.1f}s", flush=True)
+    for budget in budgets or [0]:
+      for seed in seeds or [config.seed]:
+        recs_by_key = runs[(budget, seed)] = {}
+        for key, bench in data.items():
+          t0 = time.time()
+          recs_by_key[key], _ = evaluate_items(
+              params, cfg, tok, bench.items, prompt=ev.prompt, mode=ev.mode,
+              max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p,
+              top_k=ev.top_k, seed=seed, batch_size=ev.batch_size, mesh=mesh,
+              loglik_form=ev.loglik_form, chat_format=ev.chat_format or None, benchmark=key,
+              progress=config.get("progress", True), samples=samples, think_budget=budget,
+              answer_tokens=ev.get("answer_tokens", 32))
+          tag = f" (budget {budget})" * bool(budget) + f" (seed {seed})" * bool(seeds)
+          print(f"[eval] {key}{tag}: {len(bench.items)} items in {time.time() - t0:.1f}s",
+                flush=True)
+    records = runs[((budgets or [0])[-1], (seeds or [config.seed])[0])]
   per = {}
   for key, recs in records.items():
     per[key] = {**summarize(recs), "path": data[key].path, "file": f"{key}.jsonl",
                 "load_report": {k: data[key].report[k] for k in
                                 ("items", "skipped", "dropped", "shuffled", "expected")}}
   summary = {"benchmarks": per, "macro_avg": macro_average(per, records), "settings": settings, **extra}
+  if len(runs) > 1:
+    _scaling_summary(summary, runs, budgets, seeds)
   if main:
     for key, recs in records.items():
       _write_jsonl(os.path.join(outdir, f"{key}.jsonl"), recs)
+    for (budget, seed), recs_by_key in runs.items() if len(runs) > 1 else ():
+      for key, recs in recs_by_key.items():
+        _write_jsonl(os.path.join(outdir, _run_file(key, budget, seed, bool(seeds))), recs)
+    if len(budgets) > 1:
+      curves = {k: [b[k]["acc"] for b in summary["think_budget"]["benchmarks"]]
+                for k in data}
+      if len(data) > 1:
+        curves["macro_avg"] = [m["acc"] for m in summary["think_budget"]["macro_avg"]]
+      scaling.plot_budgets(os.path.join(outdir, "think_budget.png"), budgets, curves)
+      summary["think_budget"]["plot"] = "think_budget.png"
     with open(os.path.join(outdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2, ensure_ascii=False)
     print(format_table(summary), flush=True)
   return outdir
+
+
+def _run_file(key: str, budget: int, seed: int, by_seed: bool) -> str:
+  return f"{key}{f'.budget{budget}' if budget else ''}{f'.seed{seed}' if by_seed else ''}.jsonl"
+
+
+def _scaling_summary(summary: dict, runs: dict[tuple[int, int], dict[str, list[dict]]],
+                     budgets: Sequence[int], seeds: Sequence[int]) -> None:
+  """Adds "seeds" (acc mean/std/min/max over seeds, per benchmark and macro) and
+  "think_budget" (per budget: each benchmark's summary and the macro average, first seed)."""
+  budgets, seeds = list(budgets) or [0], list(seeds)
+  if len(seeds) > 1:
+    b = budgets[-1]
+    for key, s in summary["benchmarks"].items():
+      accs = [summarize(runs[(b, sd)][key])["acc"] for sd in seeds]
+      s["seeds"] = {"seeds": seeds, "acc": accs, **scaling.spread(accs)}
+    macro = [macro_average({k: summarize(r) for k, r in runs[(b, sd)].items()})["acc"]
+             for sd in seeds]
+    summary["macro_avg"]["seeds"] = {"seeds": seeds, "acc": macro, **scaling.spread(macro)}
+  if len(budgets) > 1:
+    first = seeds[0] if seeds else next(iter(runs))[1]
+    per_budget, macro_by_budget = [], []
+    for b in budgets:
+      recs = runs[(b, first)]
+      per = {k: {**summarize(r), "file": _run_file(k, b, first, bool(seeds))}
+             for k, r in recs.items()}
+      per_budget.append(per)
+      macro_by_budget.append(macro_average(per, recs))
+    summary["think_budget"] = {"budgets": budgets, "seed": first, "benchmarks": per_budget,
+                               "macro_avg": macro_by_budget}
