@@ -53,7 +53,10 @@ setuptools.setup(
     version="0.1.0",
     description="JAX/TPU-native reproduction of Citrus, an expert-clinician-style medical LLM.",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["citrus_jax", "citrus_jax.*"]),
+    # configs/ ships as citrus_jax.configs, so an installed package runs `--config=configs/...`
+    # from any directory (citrus_jax/shipped_configs.py).
+    packages=setuptools.find_packages(include=["citrus_jax", "citrus_jax.*"]) + ["citrus_jax.configs"],
+    package_dir={"citrus_jax.configs": "configs"},
     package_data={"citrus_jax": ["**/*.txt", "**/*.jinja"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"serve": SERVE_REQUIRES, "test": TEST_REQUIRES},

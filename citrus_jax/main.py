@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import NoReturn
 
@@ -37,7 +38,9 @@ def run_job(config) -> tuple[str, bool]:
     from citrus_jax.train import plan
     devices = plan.topology_devices(config.plan.topology)
   runtime.check_config(config, len(devices) if devices else None)
-  workdir = config.workdir
+  workdir = config.workdir  # printed and recorded absolute, wherever the command ran
+  if "://" not in workdir:
+    workdir = os.path.abspath(workdir)
   if config.stage == "info":
     cfg = runtime.model_config_from(config)
     n = transformer.count_params(cfg)
@@ -118,11 +121,23 @@ def _fail_config(problems: list) -> NoReturn:
   sys.exit(2)
 
 
+def _resolve_config_flag(arg: str) -> str:
+  """`--config=configs/x.py[:preset]` from any directory: the installed configs when the working
+  directory has none (citrus_jax/shipped_configs.py)."""
+  from citrus_jax import shipped_configs
+  if not arg.startswith("--config="):
+    return arg
+  path, sep, preset = arg[len("--config="):].partition(":")
+  return f"--config={shipped_configs.resolve(path)}{sep}{preset}"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with each mistake in a --config flag turned into a config error
   (ml_collections raises a bare KeyError/AttributeError for a field the config lacks)."""
   from absl import flags
-  from citrus_jax import config_overrides
+  from citrus_jax import config_overrides, shipped_configs
+  shipped_configs.ensure_importable()
+  argv = [_resolve_config_flag(a) for a in argv]
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
@@ -147,7 +162,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:  # ml_collections defers a config file that failed to load to its first use
     config.get("stage")
   except OSError as e:
-    import os
     path = (config_overrides.config_argument(argv) or "").split(":", 1)[0]
     _fail_config([("--config", f"{path}: no such file" if not os.path.exists(path) else
                    " ".join(line.strip() for line in str(e).splitlines()))])
