@@ -53,7 +53,11 @@ def test_every_step_ran_and_reported(run):
   n_items = config["demo"]["eval_items"]
   assert set(summary["stages"]) == set(STAGES)
   for stage, s in summary["stages"].items():
-    assert s["n"] == n_items and 0.0 <= s["accuracy"] <= 1.0, stage
+    assert s["n"] == n_items and 0.0 <= s["loglik_acc"] <= 1.0, stage
+    if stage in ("random", "cpt"):  # baselines are scored by log-likelihood only by default
+      assert s["accuracy"] is None, stage
+    else:
+      assert 0.0 <= s["accuracy"] <= 1.0, stage
   assert set(summary["wall_s"]) >= {*STEPS[2:7], "total"}
   assert summary["rl_pairs"]["kept"] > 0
   assert os.path.isdir(summary["hf_export"])

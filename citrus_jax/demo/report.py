@@ -59,9 +59,9 @@ def paired_test(eval_dir: str, base: str = "sft3", final: str = "rl") -> dict[st
 
 def _rl_rows(workdir: str, steps: dict[str, Any]) -> str:
   """One row per RL stage: what it trained on and how long."""
-  lines = ["| stage | trained on | steps | seconds |", "|---|---|---|---|"]
+  lines = ["| stage | starts from | trained on | steps | seconds |", "|---|---|---|---|---|"]
   if "rl" in steps:
-    lines.append(f"| CPO+SimPO (rl) | {steps['rejection']['n_pairs']} rejection-sampled pairs | "
+    lines.append(f"| CPO+SimPO (rl) | sft3 | {steps['rejection']['n_pairs']} rejection-sampled pairs | "
                  f"{steps['rl'].get('steps')} | {steps['rl'].get('wall_s', 0):.0f} |")
   if "grpo" in steps:
     rows = metrics_log.read_metrics(os.path.join(workdir, "grpo", "metrics.jsonl"), "train/")
@@ -69,7 +69,8 @@ def _rl_rows(workdir: str, steps: dict[str, Any]) -> str:
     k = max(len(r) // 4, 1)
     trend = (f"; mean reward {sum(r[:k]) / k:.2f} (first {k} steps) -> {sum(r[-k:]) / k:.2f} "
              f"(last {k})") if r else ""
-    lines.append(f"| GRPO (grpo) | group rollouts on the RL questions{trend} | "
+    lines.append(f"| GRPO (grpo) | {steps['grpo'].get('init', 'rl')} | group rollouts on the RL "
+                 f"questions{trend} | "
                  f"{steps['grpo'].get('steps')} | {steps['grpo'].get('wall_s', 0):.0f} |")
   return "\n".join(lines)
 
@@ -80,7 +81,7 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
   walls = {k: v.get("wall_s", 0.0) for k, v in steps.items()}
   groups = sorted({g for r in evals.values() for g in r.get("by_group", {})})
   summary = {
-      "stages": {name: {"accuracy": evals[name]["acc"], "n": evals[name]["n"],
+      "stages": {name: {"accuracy": evals[name].get("acc"), "n": evals[name]["n"],
                         "valid_acc": evals[name].get("valid_acc"),
                         "no_answer": evals[name].get("n_no_answer"),
                         "loglik_acc": evals[name].get("loglik", {}).get("acc"),
@@ -102,8 +103,9 @@ def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
           "loglik acc_norm | " + " | ".join(groups) + " |")
   lines = [head, "|" + "---|" * (6 + len(groups))]
   for name, s in summary["stages"].items():
-    cells = [name, f"{_pct(s['accuracy'])} (n={s['n']})", _pct(s["valid_acc"]),
-             str(s["no_answer"]), _pct(s["loglik_acc"]), _pct(s["loglik_acc_norm"])]
+    gen = "not generated" if s["accuracy"] is None else f"{_pct(s['accuracy'])} (n={s['n']})"
+    cells = [name, gen, _pct(s["valid_acc"]),
+             "-" if s["no_answer"] is None else str(s["no_answer"]), _pct(s["loglik_acc"]), _pct(s["loglik_acc_norm"])]
     cells += [f"{_pct(s['by_group'][g]['acc'])} (n={s['by_group'][g]['n']})"
               if g in s["by_group"] else "-" for g in groups]
     lines.append("| " + " | ".join(cells) + " |")
@@ -127,7 +129,7 @@ Generation uses the Citrus prompt (greedy); log-likelihood scores each option's 
 
 Paired test (final vs SFT-3): {paired}
 
-RL stages (each starts from the row above it):
+RL stages:
 
 {rl_rows}
 
