@@ -55,7 +55,10 @@ def live(tmp_path_factory):
   cfg = get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=1024)
   params = transformer.init_params(cfg, jax.random.key(0))
   params = jax.tree.map(lambda x: 8 * x if x.ndim > 2 else x, params)
-  backend = SlowBackend(params, cfg, tok, name=NAME, max_batch=8, batch_window_s=0.05)
+  # check_every=1: streaming and plain batches share compiled shapes (fewer compiles); the CLI
+  # test runs the defaults (a host call every 8 steps when nothing streams).
+  backend = SlowBackend(params, cfg, tok, name=NAME, max_batch=8, batch_window_s=0.05,
+                        check_every=1)
   server = serve.Server(backend, serve.ServeConfig(NAME, default_max_tokens=8,
                                                    max_body_bytes=LIMIT,
                                                    read_timeout_s=TIMEOUT_S)).start()
@@ -330,7 +333,7 @@ def test_client_disconnect_cancels_generation(live, caplog):
   backend = live["backend"]
   body = json.dumps({"model": NAME, "messages": user("Sepsis"), "temperature": 0,
                      "max_tokens": 32, "stream": True}).encode()
-  backend.step_delay_s = 0.1  # 3 s for the whole answer if nobody cancelled it
+  backend.step_delay_s = 0.3  # per host call: seconds for the whole answer if not cancelled
   try:
     before = (len(backend.batches), backend.cancelled_rows)
     with socket.create_connection(("127.0.0.1", live["server"].port), timeout=30) as s:
@@ -372,10 +375,10 @@ class EchoBackend(SamplerBackend):
     tokens, live = [[] for _ in self._rows], np.ones(len(self._rows), bool)
     for step in range(4):
       tok = np.array([j.prompt[(step + r) % len(j.prompt)] for j, r, _ in self._rows])
-      end = self._on_step(step, tok, live.copy())
       for i in np.flatnonzero(live):
         tokens[i].append(int(tok[i]))
-      live &= ~end
+      n_gen = np.array([len(t) for t in tokens])
+      live &= ~self._on_step(step, step, tok[:, None], n_gen, live.copy())
     outs, k = [], 0
     for j in jobs:
       outs.append([Completion(self.tokenizer.decode(tokens[k + r]), "length",

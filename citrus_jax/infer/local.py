@@ -7,11 +7,12 @@ batch. Rows of a group may ask for different max_tokens: the batch runs to the l
 to a power of two, so few shapes are compiled) and each row is cut to its own limit afterwards,
 which is exact because a row's first k tokens do not depend on what follows them.
 
-Streaming and cancellation go through the sampler's per-step host hook: each decoded token is
-handed to its request's `on_token(row, token_id)` listener as it comes, and a request whose future
-was cancelled (a client that went away) has its rows ended at the next step; a cancelled request
-still waiting in the queue never reaches the sampler. Rows also end at their own max_tokens, so a
-batch stops when its longest request is done rather than at the rounded-up step count.
+Streaming and cancellation go through the sampler's host hook: decoded tokens are handed to
+their request's `on_token(row, token_id)` listener as they come, and a request whose future was
+cancelled (a client that went away) has its rows ended at the next call; a cancelled request
+still waiting in the queue never reaches the sampler. The hook runs every `stream_every` steps
+in batches that stream, every `check_every` in others. Rows also end at their own max_tokens, so
+a batch stops when its longest request is done rather than at the rounded-up step count.
 
 Seeds: the sampler draws one random stream per batch, so with temperature > 0 a row's sample
 depends on its batch; the batch uses its first request's seed. Greedy decoding (temperature 0) is
@@ -82,17 +83,22 @@ class SamplerBackend(LLM):
 
   clamp_max_tokens=True lowers a request's max_tokens to the room left in the context (synthesis);
   False refuses such requests with PromptTooLongError (the OpenAI server's behaviour).
+  The sampler calls back to the host every `stream_every` decode steps in batches with a
+  streaming request (1: token by token), every `check_every` otherwise (cancellation and
+  max_tokens only); each callback costs ~0.1-1 ms on CPU, a large share of a tiny model's step.
   """
 
   def __init__(self, params: Any, cfg: ModelConfig, tokenizer: Any, *, name: str = "citrus_jax",
                mesh: Any = None, max_batch: int = 32, batch_window_s: float = 0.01,
-               clamp_max_tokens: bool = False, top_k: int = 0):
+               clamp_max_tokens: bool = False, top_k: int = 0, stream_every: int = 1,
+               check_every: int = 8):
     if max_batch < 1:
       raise ValueError(f"SamplerBackend: max_batch={max_batch} must be >= 1")
     self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
     self.name, self.mesh = name, mesh
     self.max_batch, self.batch_window_s = max_batch, batch_window_s
     self.clamp_max_tokens, self.top_k = clamp_max_tokens, top_k
+    self.stream_every, self.check_every = stream_every, check_every
     self.pad_id = tokenizer.pad_id if getattr(tokenizer, "pad_id", None) is not None else 0
     self.stop_ids = tuple(getattr(tokenizer, "stop_ids", ()) or
                           (() if cfg.eos_token_id is None else (cfg.eos_token_id,)))
@@ -238,16 +244,21 @@ class SamplerBackend(LLM):
     room = self.cfg.max_seq_len - max(len(p) for p in prompts)
     steps = max(want, min(sampler.bucket_length(want), room))
     first = jobs[0]
-    self._rows = [[j, r, 0] for j in jobs for r in range(j.n)]
+    rows = self._rows = [[j, r, 0] for j in jobs for r in range(j.n)]
     self._steps = 0
+    streaming = any(j.on_token is not None for j in jobs)
     try:
       outs = sampler.generate_text(
           self.params, self.cfg, self.tokenizer, prompts, max_new_tokens=steps,
           stop_strings=first.stop, temperature=first.temperature, top_p=first.top_p,
           top_k=self.top_k, seed=first.seed, stop_ids=self.stop_ids, pad_id=self.pad_id,
-          mesh=self.mesh, on_step=self._on_step)  # static under jit: equal across calls
+          mesh=self.mesh, on_step=self._on_step,  # static under jit: equal across calls
+          on_step_every=self.stream_every if streaming else self.check_every)
     finally:
       self._rows = []
+    for row, out in zip(rows, outs):  # the tokens after the hook's last call
+      if not row[0].future.abandoned:
+        self._deliver(row, out.tokens[row[2]:row[0].max_tokens])
     with self._lock:
       self.batches.append(len(prompts))
       self.batch_steps.append(self._steps)
@@ -267,29 +278,37 @@ class SamplerBackend(LLM):
     return results
 
 
-  def _on_step(self, step: Any, tokens_B: Any, live_B: Any) -> np.ndarray:
-    """The sampler's host hook (runs on the sampler thread): hands each row's new token to its
+  def _on_step(self, step: Any, start: Any, tokens_BK: Any, n_gen_B: Any,
+               live_B: Any) -> np.ndarray:
+    """The sampler's host hook (runs on the sampler thread): hands each row's new tokens to its
     listener and returns the rows to end now (cancelled, or at their request's max_tokens)."""
-    tokens, live = np.asarray(tokens_B), np.asarray(live_B)
-    end = np.zeros(tokens.shape, bool)
+    window, n_gen, live = np.asarray(tokens_BK), np.asarray(n_gen_B), np.asarray(live_B)
+    start = int(start)
+    end = np.zeros(live.shape, bool)
     self._steps = int(step) + 1
     for i, row in enumerate(self._rows):
-      job, r, seen = row
-      if not live[i]:
-        continue
+      job, _, seen = row
       if job.future.abandoned:
         end[i] = True
-        self.cancelled_rows += 1
+        if live[i]:
+          self.cancelled_rows += 1
         continue
-      row[2] = seen = seen + 1
-      if job.on_token is not None:
-        try:
-          job.on_token(r, int(tokens[i]))
-        except Exception:  # a broken listener (its client gone) ends its rows, not the batch
-          logging.warning("token listener failed; ending the request", exc_info=True)
-          job.future.abandoned = True
-      end[i] = seen >= job.max_tokens
+      upto = min(int(n_gen[i]), job.max_tokens)
+      self._deliver(row, window[i, max(seen, start) - start:upto - start].tolist())
+      end[i] = upto >= job.max_tokens
     return end
+
+  def _deliver(self, row: list, tokens: list[int]) -> None:
+    job, r, _ = row
+    row[2] += len(tokens)
+    if job.on_token is None:
+      return
+    try:
+      for t in tokens:
+        job.on_token(r, int(t))
+    except Exception:  # a broken listener (its client gone) ends its rows, not the batch
+      logging.warning("token listener failed; ending the request", exc_info=True)
+      job.future.abandoned = True
 
 
 # ------------------------------------------------------------------------------------------------

@@ -177,16 +177,17 @@ def _stop_seq_hit(window_BW: jax.Array, seqs_MW: jax.Array) -> jax.Array:
   return jnp.any(jnp.all(match_BMW, axis=-1), axis=-1)
 
 
-StepHook = Callable[[jax.Array, jax.Array, jax.Array], Any]
+StepHook = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], Any]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "top_k",
                                              "use_top_p", "pad_id", "mesh", "split_layers",
-                                             "on_step"))
+                                             "on_step", "on_step_every"))
 def _generate_core(params, tokens_BP, lengths_B, rng, temperature, top_p, stop_ids_S, stop_seqs_MW,
                    *, cfg: ModelConfig, max_new_tokens: int, greedy: bool, top_k: int,
                    use_top_p: bool, pad_id: int, mesh: jax.sharding.Mesh | None,
-                   split_layers: bool, on_step: StepHook | None = None):
+                   split_layers: bool, on_step: StepHook | None = None,
+                   on_step_every: int = 1):
   B, P = tokens_BP.shape
   N = max_new_tokens
   slots_P = jnp.arange(P, dtype=jnp.int32)
@@ -224,20 +225,28 @@ def _generate_core(params, tokens_BP, lengths_B, rng, temperature, top_p, stop_i
     return (out_tok, out_lp, out_slp, done_B | hit_B, stopped_B | hit_B,
             n_gen_B + live_B.astype(jnp.int32), window_BW), tok_B
 
-  def report(state, step, tok_B, live_B):
-    """The host hook (streaming, cancellation): sees the step's tokens, may end rows."""
+  K = min(on_step_every, N)
+
+  def report(state, step):
+    """The host hook (streaming, cancellation) every K steps: sees the last K steps' tokens and
+    each row's count so far, may end rows."""
     if on_step is None:
       return state
-    cancel_B = io_callback(on_step, jax.ShapeDtypeStruct((B,), jnp.bool_), step, tok_B, live_B)
-    return state[:3] + (state[3] | cancel_B,) + state[4:]
+
+    def call(state):
+      start = jnp.maximum(step - K + 1, 0)
+      window_BK = jax.lax.dynamic_slice_in_dim(state[0], start, K, axis=1)
+      cancel_B = io_callback(on_step, jax.ShapeDtypeStruct((B,), jnp.bool_), step, start,
+                             window_BK, state[5], ~state[3])
+      return state[:3] + (state[3] | cancel_B,) + state[4:]
+    return call(state) if K == 1 else jax.lax.cond(step % K == K - 1, call, lambda s: s, state)
 
   state = (jnp.full((B, N), pad_id, jnp.int32), jnp.zeros((B, N), jnp.float32),
            jnp.zeros((B, N), jnp.float32), lengths_B == 0, jnp.zeros((B,), bool),
            jnp.zeros((B,), jnp.int32), jnp.full((B, W), -2, jnp.int32))
   tok_B, lp_B, slp_B = pick(jax.random.fold_in(rng, 0), last_logits_BV)
-  live_B = ~state[3]
   state, tok_B = record(state, 0, tok_B, lp_B, slp_B)
-  state = report(state, jnp.int32(0), tok_B, live_B)
+  state = report(state, jnp.int32(0))
 
   def cond(carry):
     step, _, _, state = carry
@@ -259,9 +268,8 @@ def _generate_core(params, tokens_BP, lengths_B, rng, temperature, top_p, stop_i
                                             cache=cache)
     cache = split_cache(cache)
     tok_B, lp_B, slp_B = pick(jax.random.fold_in(rng, step), logits_B1V[:, 0])
-    live_B = ~state[3]
     state, tok_B = record(state, step, tok_B, lp_B, slp_B)
-    state = report(state, step, tok_B, live_B)
+    state = report(state, step)
     return step + 1, tok_B, cache, state
 
   _, _, _, state = jax.lax.while_loop(
@@ -306,6 +314,7 @@ def generate(
     pad_id: int = 0,
     mesh: jax.sharding.Mesh | None = None,
     on_step: StepHook | None = None,
+    on_step_every: int = 1,
 ) -> GenerationResult:
   """Samples up to `max_new_tokens` after each prompt (temperature 0 = greedy).
 
@@ -315,11 +324,14 @@ def generate(
   processes (a mesh spanning them all) every process passes the same prompts and gets every
   row back; params must already be global arrays on the mesh (or host numpy arrays).
 
-  on_step(step, tokens_B, live_B) -> cancel_B runs on the host after every step (token-by-token
-  streaming, cancellation): step's tokens for the whole padded batch and which rows produced a
-  real one; it returns a bool [B] array of rows to end now (they finish as "length"). It is
-  static under jit: pass the same hashable object each call or every call recompiles. None (the
-  default) compiles exactly what it did before.
+  on_step(step, start, tokens_BK, n_generated_B, live_B) -> end_B runs on the host after every
+  `on_step_every`-th step (token-by-token streaming, cancellation): the tokens of steps
+  [start, start + K) for the whole padded batch (row i's new ones are its indices below
+  n_generated_B[i]), and which rows still run; it returns a bool [B] array of rows to end now
+  (they finish as "length"). A host callback per step costs ~0.1-1 ms on CPU, hence the stride;
+  tokens after the last call are only in the result. Both are static under jit: pass the same
+  hashable object each call or every call recompiles. None (the default) compiles exactly what
+  it did before.
   """
   if max_new_tokens < 1:
     raise ValueError(f"generate: max_new_tokens={max_new_tokens} must be >= 1")
@@ -358,7 +370,8 @@ def generate(
       params, tokens_BP, lengths_B, jax.random.key(seed), jnp.float32(temperature or 1.0),
       jnp.float32(top_p), stop_ids_S, stop_seqs_MW, cfg=cfg, max_new_tokens=max_new_tokens,
       greedy=greedy, top_k=0 if greedy else top_k, use_top_p=(not greedy) and top_p < 1.0,
-      pad_id=pad_id, mesh=mesh, split_layers=_platform(mesh) == "cpu", on_step=on_step)
+      pad_id=pad_id, mesh=mesh, split_layers=_platform(mesh) == "cpu", on_step=on_step,
+      on_step_every=max(1, int(on_step_every)))
   out_tok, out_lp, out_slp, stopped, n_gen = multihost.to_host(out)
   rows = range(len(prompts))
   return GenerationResult(
@@ -428,7 +441,7 @@ def generate_text(
   stop string that the model spells with other tokens is still cut on the host, just not early.
   stop_ids defaults to `tokenizer.stop_ids` when it has them (EOS and end-of-turn), else to
   cfg.eos_token_id. Other kwargs go to `generate` (temperature, top_p, top_k, seed, pad_id, mesh,
-  on_step).
+  on_step, on_step_every).
   """
   bos = cfg.bos_token_id
   ids = []
