@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import hmac
-import json
 import logging
 import os
 import socket
@@ -28,155 +25,20 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Sequence
 
-import h11
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from citrus_jax.infer import protocol as P
+from citrus_jax.infer.http_guard import H11, Guard, ServeConfig, json_bytes
 from citrus_jax.infer.local import SamplerBackend
 from citrus_jax.infer.streaming import TextStream
 from citrus_jax.synth.llm import PromptTooLongError, RequestError
 
 log = logging.getLogger(__name__)
 ApiError = P.ApiError
-
-
-@dataclasses.dataclass(frozen=True)
-class ServeConfig:
-  """What the app enforces. Timeouts are per request: the whole body (and the request head, see
-  `_H11`) must arrive within read_timeout_s."""
-  model_name: str
-  api_key: str | None = None
-  default_max_tokens: int = 256
-  max_n: int = 16
-  max_body_bytes: int = 8 << 20
-  read_timeout_s: float = 30.0
-
-
-# ------------------------------------------------------------------------------------------------
-# Before the app: auth, body size and read timeout (pure ASGI, so nothing is read before auth).
-
-
-def _json_bytes(obj: Any) -> bytes:
-  return json.dumps(obj, ensure_ascii=False).encode("utf-8")
-
-
-async def _send_error(send: Any, err: ApiError, close: bool) -> None:
-  data = _json_bytes(err.body())
-  headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-  if close:  # the rest of the body is never read: the connection cannot be reused
-    headers.append((b"connection", b"close"))
-  await send({"type": "http.response.start", "status": err.status, "headers": headers})
-  await send({"type": "http.response.body", "body": data})
-
-
-def _authorized(header: bytes, key: str) -> bool:
-  given = header.decode("latin-1")
-  token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-  return hmac.compare_digest(token.encode(), key.encode())
-
-
-class _Guard:
-  """Checks the API key from the headers alone, refuses a declared Content-Length over the limit
-  at once, then reads the body itself (counting chunked bytes, under one deadline) and hands it to
-  the app from memory; later receive() calls (disconnect detection) go to the server."""
-
-  def __init__(self, app: Any, cfg: ServeConfig):
-    self.app, self.cfg = app, cfg
-
-  async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-      return await self.app(scope, receive, send)
-    headers = dict(scope["headers"])
-    if self.cfg.api_key and not _authorized(headers.get(b"authorization", b""), self.cfg.api_key):
-      return await _send_error(send, ApiError(401, "invalid or missing API key",
-                                              code="invalid_api_key"), close=True)
-    limit = self.cfg.max_body_bytes
-    declared = headers.get(b"content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-      msg = (f"request body of {declared.decode()} bytes exceeds {limit}" if declared.isdigit()
-             else "bad Content-Length header")
-      return await _send_error(send, ApiError(413 if declared.isdigit() else 400, msg),
-                               close=True)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + self.cfg.read_timeout_s
-    chunks, size, more = [], 0, True
-    while more:
-      try:
-        message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-      except asyncio.TimeoutError:
-        return await _send_error(send, ApiError(408, f"request body not received within "
-                                                f"{self.cfg.read_timeout_s:g} s"), close=True)
-      if message["type"] == "http.disconnect":
-        return
-      chunk = message.get("body", b"")
-      size += len(chunk)
-      if size > limit:
-        return await _send_error(send, ApiError(413, f"request body exceeds {limit} bytes"),
-                                 close=True)
-      chunks.append(chunk)
-      more = message.get("more_body", False)
-    body: list[bytes] | None = [b"".join(chunks)]
-
-    async def replay() -> dict:
-      nonlocal body
-      if body is not None:
-        data, body = body[0], None
-        return {"type": "http.request", "body": data, "more_body": False}
-      return await receive()
-
-    await self.app(scope, replay, send)
-
-
-class _H11(H11Protocol):
-  """uvicorn's h11 protocol, with a deadline for the request head (uvicorn times out only idle
-  keep-alive connections, so a client trickling header bytes held a connection forever) and a
-  JSON body on the 400 it sends for malformed HTTP, e.g. `Content-Length: -1`."""
-
-  head_timeout_s = 30.0
-
-  def connection_made(self, transport: Any) -> None:
-    super().connection_made(transport)
-    self._head_timer: Any = None
-    self._arm_head_timer()
-
-  def data_received(self, data: bytes) -> None:
-    if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
-      self._arm_head_timer()  # bytes of a new request: its head must be complete in time
-    super().data_received(data)
-
-  def connection_lost(self, exc: Exception | None) -> None:
-    if self._head_timer is not None:
-      self._head_timer.cancel()
-    super().connection_lost(exc)
-
-  def _arm_head_timer(self) -> None:
-    cycle = self.cycle
-
-    def expire() -> None:
-      self._head_timer = None
-      if self.cycle is not cycle or self.transport.is_closing():
-        return  # a request head arrived in time
-      data = _json_bytes(ApiError(408, "request head not received in time").body())
-      self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                           b"connection: close\r\ncontent-length: " + str(len(data)).encode() +
-                           b"\r\n\r\n" + data)
-      self.transport.close()
-
-    self._head_timer = self.loop.call_later(self.head_timeout_s, expire)
-
-  def send_400_response(self, msg: str) -> None:
-    data = _json_bytes(ApiError(400, f"{msg.rstrip('.')}: malformed HTTP").body())
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data)),
-               (b"connection", b"close")]
-    for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                  h11.Data(data=data), h11.EndOfMessage()):
-      self.transport.write(self.conn.send(event))
-    self.transport.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,7 +126,7 @@ def _usage(prompt_tokens: int, outs: list[list[Any]]) -> dict[str, int]:
 
 
 def _sse(obj: Any) -> bytes:
-  return b"data: " + _json_bytes(obj) + b"\n\n"
+  return b"data: " + json_bytes(obj) + b"\n\n"
 
 
 async def _stream(backend: SamplerBackend, prompts: list[list[int]], max_tokens: list[int],
@@ -321,7 +183,7 @@ async def _stream(backend: SamplerBackend, prompts: list[list[int]], max_tokens:
 
 
 def make_app(backend: SamplerBackend, cfg: ServeConfig) -> Any:
-  """The ASGI app: FastAPI routes behind `_Guard`."""
+  """The ASGI app: FastAPI routes behind `Guard`."""
   app = FastAPI(title="citrus_jax OpenAI-compatible server", version="1",
                 strict_content_type=False)
   created = int(time.time())
@@ -452,7 +314,7 @@ def make_app(backend: SamplerBackend, cfg: ServeConfig) -> Any:
                for k, row in enumerate(outs) for j, o in enumerate(row)]
     return {**head, "choices": choices, "usage": _usage(n_tokens, outs)}
 
-  return _Guard(app, cfg)
+  return Guard(app, cfg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -466,8 +328,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_config(app: Any, cfg: ServeConfig, **kw: Any) -> uvicorn.Config:
-  """uvicorn on h11 with the head deadline of `_H11` and keep-alive; kw overrides (logging)."""
-  protocol = type("H11", (_H11,), {"head_timeout_s": cfg.read_timeout_s})
+  """uvicorn on h11 with the head deadline of `H11` and keep-alive; kw overrides (logging)."""
+  protocol = type("H11", (H11,), {"head_timeout_s": cfg.read_timeout_s})
   kw = {"timeout_keep_alive": 5, "lifespan": "off", "h11_max_incomplete_event_size": 64 << 10,
         **kw}
   return uvicorn.Config(app, http=protocol, **kw)
@@ -520,6 +382,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                  help="rows per generate call (1 turns batching off)")
   p.add_argument("--batch-window-ms", type=float, default=10.0,
                  help="how long the batcher waits for more requests")
+  p.add_argument("--stream-every", type=int, default=1,
+                 help="decode steps per host call in batches that stream (1: token by token)")
+  p.add_argument("--check-every", type=int, default=8,
+                 help="decode steps per host call otherwise (cancellation, max_tokens)")
   p.add_argument("--max-tokens", type=int, default=256,
                  help="chat max_tokens when a request does not say")
   p.add_argument("--max-n", type=int, default=16)
@@ -548,7 +414,8 @@ def main(argv: list[str] | None = None) -> None:
     if not api_key:
       raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is empty")
   backend = SamplerBackend(params, cfg, tok, name=name, mesh=mesh, max_batch=args.max_batch,
-                           batch_window_s=args.batch_window_ms / 1000)
+                           batch_window_s=args.batch_window_ms / 1000,
+                           stream_every=args.stream_every, check_every=args.check_every)
   if not args.no_warmup:
     backend.submit(backend.chat_prompt([{"role": "user", "content": "Hello"}]),
                    max_tokens=16).result()
