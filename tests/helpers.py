@@ -14,3 +14,17 @@ def with_generation_tags(template, fmt):
            "{{- '\\n' }}{%- else %}" + old + "{%- endif %}")
   assert old in template
   return template.replace(old, new)
+
+
+def write_word_corpus(d, words, n_docs, seed=0):
+  """n_docs random documents of 5-39 `words` as d/corpus.jsonl ({"text"} lines) and
+  d/corpus.txt (one per line, for a tokenizer); returns the RandomState for further draws."""
+  import json
+  import numpy as np
+  rng = np.random.RandomState(seed)
+  docs = [" ".join(rng.choice(words, size=rng.randint(5, 40))) for _ in range(n_docs)]
+  with open(d / "corpus.jsonl", "w") as f:
+    for doc in docs:
+      f.write(json.dumps({"text": doc}) + "\n")
+  (d / "corpus.txt").write_text("\n".join(docs))
+  return rng

@@ -10,6 +10,7 @@ import pytest
 
 from citrus_jax import tokenizer
 from citrus_jax.train import checkpoint, metrics_log
+from helpers import write_word_corpus
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORDS = ("fever cough chest pain dyspnea troponin ecg asthma wheeze insulin glucose anemia "
@@ -19,12 +20,7 @@ WORDS = ("fever cough chest pain dyspnea troponin ecg asthma wheeze insulin gluc
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
   d = tmp_path_factory.mktemp("cpt")
-  rng = np.random.RandomState(0)
-  docs = [" ".join(rng.choice(WORDS, size=rng.randint(5, 40))) for _ in range(300)]
-  with open(d / "corpus.jsonl", "w") as f:
-    for doc in docs:
-      f.write(json.dumps({"text": doc}) + "\n")
-  (d / "corpus.txt").write_text("\n".join(docs))
+  write_word_corpus(d, WORDS, 300)
   model = tokenizer.train_sentencepiece([str(d / "corpus.txt")], str(d / "sp"), 320)
   return d, model
 

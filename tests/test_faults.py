@@ -22,6 +22,7 @@ from citrus_jax.model import config as mc
 from citrus_jax.train import checkpoint, engine, losses, metrics_log
 
 from configs import base
+from helpers import write_word_corpus
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CFG = mc.get_preset("tiny", vocab_size=64)
@@ -32,12 +33,7 @@ WORDS = "fever cough chest pain dyspnea troponin ecg asthma wheeze insulin gluco
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
   d = tmp_path_factory.mktemp("faults")
-  rng = np.random.RandomState(0)
-  docs = [" ".join(rng.choice(WORDS, size=rng.randint(5, 40))) for _ in range(200)]
-  with open(d / "corpus.jsonl", "w") as f:
-    for doc in docs:
-      f.write(json.dumps({"text": doc}) + "\n")
-  (d / "corpus.txt").write_text("\n".join(docs))
+  write_word_corpus(d, WORDS, 200)
   return d, tokenizer.train_sentencepiece([str(d / "corpus.txt")], str(d / "sp"), 320)
 
 

@@ -13,6 +13,7 @@ import pytest
 from citrus_jax import multihost, sharding, tokenizer
 from citrus_jax.train import checkpoint, metrics_log
 from multihost_helpers import ROOT, launch as _launch, stderr_tail as _stderr
+from helpers import write_word_corpus
 WORDS = ("fever cough chest pain dyspnea troponin ecg asthma wheeze insulin glucose anemia "
          "ferritin migraine aura stroke thrombolysis sepsis lactate").split()
 
@@ -76,12 +77,7 @@ def test_host_arrays_on_one_process_are_plain_device_put_and_get():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   d = tmp_path_factory.mktemp("multihost")
-  rng = np.random.RandomState(0)
-  docs = [" ".join(rng.choice(WORDS, size=rng.randint(5, 40))) for _ in range(200)]
-  with open(d / "corpus.jsonl", "w") as f:
-    for doc in docs:
-      f.write(json.dumps({"text": doc}) + "\n")
-  (d / "corpus.txt").write_text("\n".join(docs))
+  rng = write_word_corpus(d, WORDS, 200)
   with open(d / "sft.jsonl", "w") as f:
     for i in range(64):
       q = " ".join(rng.choice(WORDS, size=rng.randint(3, 8)))
