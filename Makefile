@@ -1,6 +1,6 @@
 # The README's two Quickstart commands are `make demo` and `make test`.
 PYTHON ?= python3
-PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
+PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .PHONY: install install-test demo test test-fast build-file
 

@@ -1,23 +1,26 @@
 """citrus_jax: the Citrus medical-LLM recipe (CPT -> SFT x3 -> CPO/SimPO -> eval) in JAX."""
 import setuptools
 
-# Versions known to work together on Python 3.11 (see docs and ENVIRONMENT notes).
+# Compatible ranges, so the package installs beside a user's `jax[tpu]` or `jax[cuda]`; CI and
+# `make install*` install the exact versions tested here from constraints.txt (Python 3.11; on
+# 3.12 the newer jax 0.12 stack is what pip resolves inside these ranges).
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "grain==0.2.18",
-    "tensorflow-datasets==4.9.10",
-    "array-record==0.8.6",
-    "ml-collections==1.1.0",
-    "sentencepiece==0.2.3",
-    "safetensors==0.8.0",
-    "tokenizers==0.23.3",
-    "absl-py==2.5.1",
-    "numpy==2.4.6",
-    "protobuf==7.36.2",
+    "jax>=0.10.2,<0.13",
+    "jaxlib>=0.10.2,<0.13",
+    "flax>=0.12.8,<0.14",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.14",
+    "grain>=0.2.18,<0.3",
+    "tensorflow-datasets>=4.9.10,<5",
+    "array-record>=0.8.6,<0.10",
+    "ml-collections>=1.1,<2",
+    "sentencepiece>=0.2.3,<0.3",
+    "safetensors>=0.8,<1",
+    "tokenizers>=0.23,<1",
+    "absl-py>=2.5,<3",
+    "numpy>=2.4,<3",
+    "protobuf>=7.36,<8",
+    "tensorboardX>=2.6.5,<3",  # TensorBoard event files without TensorFlow (train/metrics_log.py)
     "tqdm",
     "jinja2>=3.1",
     "matplotlib",
@@ -40,6 +43,8 @@ TEST_REQUIRES = [
     "trl==1.16.0",
     "pytest",
     "openai==3.57.0",
+    "peft==0.21.2",  # adapter interop tests (LoRA export/import against PEFT)
+    "openpyxl==3.1.5",  # the JMED .xlsx reader's tests
     *SERVE_REQUIRES,
     "schemathesis>=4.32,<5",  # the server's OpenAPI fuzz
     # Executing the Colab notebook headlessly in tests.
@@ -59,5 +64,9 @@ setuptools.setup(
     package_dir={"citrus_jax.configs": "configs"},
     package_data={"citrus_jax": ["**/*.txt", "**/*.jinja"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"serve": SERVE_REQUIRES, "test": TEST_REQUIRES},
+    extras_require={
+        "serve": SERVE_REQUIRES,
+        "xlsx": ["openpyxl>=3.1,<4"],  # JMED's released spreadsheet
+        "test": TEST_REQUIRES,
+    },
 )
