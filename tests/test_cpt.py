@@ -91,4 +91,7 @@ def test_epochs_give_the_steps_and_zero_steps_is_an_error(tmp_path, corpus):
   out = _run(tmp_path / "none", corpus_dir, model, "--config.train.num_steps=0",
              "--config.data.num_epochs=1", f"--config.data.train_paths={tiny}", check=False)
   assert out.returncode == 2 and "make no full batch" in out.stderr, out.stderr[-2000:]
-  assert "Traceback" not in out.stderr
+  assert "config error: config.data.num_epochs: 1 epoch(s) of " in out.stderr
+  assert "config.data.global_batch_size=8" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "none" / "params").exists()  # nothing exported, nothing logged
+  assert not (tmp_path / "none" / "metrics.jsonl").exists()

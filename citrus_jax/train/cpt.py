@@ -7,7 +7,7 @@ import ml_collections
 
 from citrus_jax import multihost, runtime
 from citrus_jax.data import pipeline, sources
-from citrus_jax.train import engine, losses
+from citrus_jax.train import engine, losses, steps
 
 
 def load_tokenizer(config: ml_collections.ConfigDict) -> Any:
@@ -43,8 +43,8 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
   # Epochs -> steps: one pass over the corpus counts its packed batches (exact for 1 epoch;
   # later epochs pack a reshuffled order, and the engine stops cleanly if they run out first).
   count = lambda epochs: epochs * sum(1 for _ in batches(1))
-  num_steps, epochs = runtime.resolve_num_steps(config, "cpt", count,
-                                                f"{d.train_paths} (packed rows of {d.seq_len})")
+  num_steps, epochs = steps.resolve(config, "cpt", count,
+                                    f"{d.train_paths} (packed rows of {d.seq_len})")
   if epochs is None:  # steps given: num_epochs, when set, still caps the data (as before)
     epochs = d.get("num_epochs", 0) or None
   train_iter = iter(batches(epochs, d.get("worker_count", 0)))

@@ -29,7 +29,7 @@ from citrus_jax.rollout.rejection import decode_with_specials
 from citrus_jax.rollout.questions import PROMPT_STYLES, Question, load_questions
 from citrus_jax.model import transformer
 from citrus_jax.rollout import group, toy_task
-from citrus_jax.train import engine, grpo_loss
+from citrus_jax.train import engine, grpo_loss, steps
 from citrus_jax.train.losses import token_logprobs
 
 
@@ -144,9 +144,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
   if not kept:
     raise runtime.ConfigError("config.grpo.max_prompt_length: every prompt is longer")
   d.global_batch_size = rows  # what the resolved config records about a step's batch
-  num_steps, _ = runtime.resolve_num_steps(
+  num_steps, _ = steps.resolve(
       config, "grpo", lambda epochs: epochs * len(kept) // P,
-      f"{len(kept)} questions ({P} per step)")
+      f"{len(kept)} questions ({P} per step)", batch_size=P,
+      fields=steps.Fields(batch="config.grpo.prompts_per_step"))
 
   init = runtime.init_params_fn(config, cfg, mesh)
   ref_params = None

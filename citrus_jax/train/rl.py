@@ -15,7 +15,7 @@ import numpy as np
 from citrus_jax import runtime, sharding
 from citrus_jax.data import preference as pref_data
 from citrus_jax.data import records
-from citrus_jax.train import engine, preference
+from citrus_jax.train import engine, preference, steps
 from citrus_jax.train.cpt import load_tokenizer
 
 
@@ -84,7 +84,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
       eval_pairs = _with_reference(eval_pairs, params0, cfg, seq_len, d.global_batch_size,
                                    os.path.join(workdir, "reference_logprobs_eval.npy"))
 
-  num_steps, _ = runtime.resolve_num_steps(
+  num_steps, _ = steps.resolve(
       config, "rl", lambda epochs: epochs * len(pairs) // d.global_batch_size,
       f"{len(pairs)} pairs")
   train_iter = iter(pair_dataset(pairs, seq_len, d.global_batch_size, seed=config.seed,

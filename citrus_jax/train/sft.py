@@ -17,7 +17,7 @@ from etils import epath
 
 from citrus_jax import multihost, runtime
 from citrus_jax.data import sft as sft_data
-from citrus_jax.train import cpt, engine, losses
+from citrus_jax.train import cpt, engine, losses, steps
 
 STAGE_FIELDS = ("name", "train_paths", "eval_paths", "lr", "num_epochs", "num_steps",
                 "batch_size")
@@ -92,14 +92,14 @@ def load_data(config: ml_collections.ConfigDict, tok: Any, paths: Any, label: st
 
 def resolve_steps(config: ml_collections.ConfigDict, data: sft_data.SftData, name: str
                   ) -> tuple[int, int | None]:
-  """(num_steps, pipeline epochs) by the shared rule (`runtime.resolve_num_steps`)."""
+  """(num_steps, pipeline epochs) by the shared rule (`train.steps.resolve`)."""
   d = config.data
   layout = "packed rows" if config.sft.get("pack", True) else "one example per row"
   count = lambda epochs: sft_data.count_batches(
       data, d.seq_len, d.global_batch_size, epochs, pack=config.sft.get("pack", True),
       seed=config.seed, shuffle=d.get("shuffle", True),
       process_count=d.get("num_shards", 0) or jax.process_count())
-  return runtime.resolve_num_steps(
+  return steps.resolve(
       config, name, count, f"{data.audit.examples} examples ({layout} of {d.seq_len} tokens)")
 
 
