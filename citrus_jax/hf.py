@@ -213,7 +213,13 @@ def load(hf_dir: str, mesh: Any = None, dtype: str | None = None,
   the checkpoint's dtype); `cfg_overrides` sets any other ModelConfig field (scan, remat, ...).
   """
   config_path = os.path.join(hf_dir, "config.json")
-  cfg = config_from_hf(_read_json(config_path), config_path)
+  raw = _read_json(config_path)
+  if isinstance(raw, dict) and "model_type" not in raw and "architectures" not in raw:
+    raise ValueError(f"{config_path}: not a Hugging Face config (no 'model_type' or "
+                     "'architectures'); a citrus_jax run or stage dir keeps its resolved config "
+                     "under this name: load such a dir through citrus_jax.run_dirs (serve, "
+                     "hf_cli export and eval do)")
+  cfg = config_from_hf(raw, config_path)
   overrides = dict(cfg_overrides or {})
   if dtype is not None:
     overrides["param_dtype"] = dtype

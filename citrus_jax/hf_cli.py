@@ -3,7 +3,8 @@
 A params directory is what `train/checkpoint.save_params` writes and every stage reads:
 `params/` (an Orbax StandardCheckpointer tree of the params pytree) and `model_config.json`
 ({"model": ModelConfig fields, ...extra}). Export also accepts a training run directory (the
-params of its latest checkpoint), via `checkpoint.load_params`.
+params of its last finished stage), a stage dir (an unfinished one: its latest checkpoint) and an
+HF dir (re-saved), and says which it found (citrus_jax/run_dirs.py).
 
   python -m citrus_jax.hf_cli import --hf_dir ~/Llama-3.2-1B --out ckpt/base
   python -m citrus_jax.hf_cli export --checkpoint ckpt/sft --out hf/citrus --tokenizer ~/Llama-3.2-1B
@@ -41,18 +42,28 @@ def import_hf(hf_dir: str, out: str, dtype: str | None = None,
 def export_hf(checkpoint_dir: str, out: str, tokenizer: str | None = None,
               dtype: str | None = None, max_shard_bytes: int = 2**31, overwrite: bool = False,
               mesh_shape: Sequence[int] = (1, -1, 1)) -> str:
-  """Params directory (or run directory) -> transformers-loadable directory."""
-  from citrus_jax.train import checkpoint
-  cfg = checkpoint.read_model_config(checkpoint_dir)
-  if dtype is not None:
-    cfg = cfg.replace(param_dtype=dtype)
+  """Run dir, stage dir, params dir or HF dir (citrus_jax/run_dirs.py) -> transformers-loadable
+  directory. One line says which layout was found; the tokenizer defaults to the checkpoint's."""
+  from citrus_jax import run_dirs
+  r = run_dirs.resolve(checkpoint_dir)
+  print(r.describe(), flush=True)
+  if os.path.abspath(r.load_dir) == os.path.abspath(out):
+    raise ValueError(f"--out {out} is the checkpoint being exported; pick another directory")
   mesh = sharding_lib.make_mesh(mesh_shape)
-  params = checkpoint.load_params(checkpoint_dir, cfg, sharding_lib.param_shardings(cfg, mesh))
-  with open(os.path.join(checkpoint_dir, "model_config.json")) as f:
-    meta = json.load(f)
+  cfg, params = run_dirs.load(r, mesh=mesh, dtype=dtype)
+  meta = {}
+  if r.fmt == "params":
+    with open(os.path.join(r.load_dir, "model_config.json")) as f:
+      meta = json.load(f)
+  elif r.fmt == "hf" and os.path.exists(os.path.join(r.load_dir, "generation_config.json")):
+    with open(os.path.join(r.load_dir, "generation_config.json")) as f:
+      meta = {"hf_generation_config": json.load(f)}
+  if r.fmt == "checkpoint":
+    meta = {"stage": r.stage, "step": r.step, "unfinished_stage": True}
   gen = {k: v for k, v in (meta.get("hf_generation_config") or {}).items() if k in _GEN_KEYS}
-  provenance = {"source_checkpoint": os.path.abspath(checkpoint_dir),
+  provenance = {"source_checkpoint": os.path.abspath(r.load_dir), "source_layout": r.kind,
                 **{k: v for k, v in meta.items() if k not in ("model", "hf_generation_config")}}
+  tokenizer = tokenizer or r.tokenizer
   tok = None
   if tokenizer is not None:  # a tokenizer directory, tokenizer.json or sentencepiece .model
     from citrus_jax.tokenizer import load_tokenizer
@@ -75,11 +86,13 @@ def run(argv: Sequence[str] | None = None) -> str:
   imp.add_argument("--out", required=True)
   imp.add_argument("--dtype", default=None, help="param dtype (default: the checkpoint's)")
   imp.add_argument("--mesh", type=_mesh, default=(1, -1, 1), help="data,fsdp,tensor")
-  exp = sub.add_parser("export", help="citrus_jax params directory -> HF checkpoint directory")
-  exp.add_argument("--checkpoint", required=True)
+  exp = sub.add_parser("export", help="citrus_jax run/stage/params directory -> HF directory")
+  exp.add_argument("--checkpoint", required=True,
+                   help="a run dir, a stage dir, a params dir or a Hugging Face dir")
   exp.add_argument("--out", required=True)
   exp.add_argument("--tokenizer", default=None,
-                   help="tokenizer directory, tokenizer.json or sentencepiece .model")
+                   help="tokenizer directory, tokenizer.json or sentencepiece .model (default: "
+                   "the checkpoint's, or the one its stage trained with)")
   exp.add_argument("--dtype", default=None, help="saved dtype, e.g. bfloat16 (default: as stored)")
   exp.add_argument("--max_shard_bytes", type=int, default=2**31)
   exp.add_argument("--overwrite", action="store_true")
@@ -88,8 +101,12 @@ def run(argv: Sequence[str] | None = None) -> str:
   if args.command == "import":
     out = import_hf(args.hf_dir, args.out, args.dtype, args.mesh)
   else:
-    out = export_hf(args.checkpoint, args.out, args.tokenizer, args.dtype, args.max_shard_bytes,
-                    args.overwrite, args.mesh)
+    from citrus_jax import run_dirs
+    try:
+      out = export_hf(args.checkpoint, args.out, args.tokenizer, args.dtype, args.max_shard_bytes,
+                      args.overwrite, args.mesh)
+    except (run_dirs.CheckpointPathError, FileNotFoundError) as e:
+      raise SystemExit(f"export: --checkpoint {args.checkpoint}: {e}") from None
   print(out)
   return out
 

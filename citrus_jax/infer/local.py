@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
 import queue
 import threading
 import time
@@ -315,38 +314,24 @@ class SamplerBackend(LLM):
 # Loading a model.
 
 
-def _has_tokenizer(directory: str) -> bool:
-  return any(os.path.isfile(os.path.join(directory, f))
-             for f in ("tokenizer.json", "tokenizer.model"))
-
-
 def load_model(checkpoint: str, tokenizer_path: str = "", *, mesh: Any = None,
                dtype: str | None = None) -> tuple[ModelConfig, Any, Any]:
-  """(cfg, params, tokenizer) from a Hugging Face dir (config.json + safetensors) or a citrus_jax
-  params dir (params/ + model_config.json). The tokenizer comes from `tokenizer_path`, else from
-  the checkpoint dir when it holds tokenizer.json or tokenizer.model."""
-  from citrus_jax import hf, sharding
+  """(cfg, params, tokenizer) from a run dir, a stage dir, a params dir or a Hugging Face dir
+  (citrus_jax/run_dirs.py; one line says which it found). The tokenizer comes from
+  `tokenizer_path`, else from the checkpoint (its dir's tokenizer.json / tokenizer.model, or the
+  tokenizer its stage was trained with)."""
+  from citrus_jax import run_dirs
   from citrus_jax.tokenizer import load_tokenizer
-  from citrus_jax.train import checkpoint as ckpt
 
-  if not os.path.isdir(checkpoint):
-    raise FileNotFoundError(f"{checkpoint}: checkpoint directory not found")
-  if os.path.isfile(os.path.join(checkpoint, "config.json")):
-    cfg, params = hf.load(checkpoint, mesh=mesh, dtype=dtype)
-  elif os.path.isfile(os.path.join(checkpoint, "model_config.json")):
-    cfg = ckpt.read_model_config(checkpoint)
-    if dtype:
-      cfg = cfg.replace(param_dtype=dtype).validate()
-    shardings = sharding.param_shardings(cfg, mesh) if mesh is not None else None
-    params = ckpt.load_params(checkpoint, cfg, shardings)
-  else:
-    raise ValueError(f"{checkpoint}: neither a Hugging Face checkpoint (config.json) nor a "
-                     "citrus_jax params dir (model_config.json)")
+  r = run_dirs.resolve(checkpoint)
+  print(r.describe(), flush=True)
+  cfg, params = run_dirs.load(r, mesh=mesh, dtype=dtype)
   if not tokenizer_path:
-    if not _has_tokenizer(checkpoint):
-      raise ValueError(f"{checkpoint}: no tokenizer.json or tokenizer.model here; pass the "
+    if not r.tokenizer:
+      raise ValueError(f"{checkpoint}: no tokenizer found with the checkpoint (no tokenizer.json "
+                       "or tokenizer.model in it, none recorded in its stage config); pass the "
                        "tokenizer path")
-    tokenizer_path = checkpoint
+    tokenizer_path = r.tokenizer
   tok = load_tokenizer(tokenizer_path)
   if tok.vocab_size > cfg.vocab_size:
     raise ValueError(f"{tokenizer_path}: tokenizer has {tok.vocab_size} ids but the model's "

@@ -1,6 +1,9 @@
 """An OpenAI-compatible HTTP server over the citrus_jax sampler (FastAPI on uvicorn, as vLLM).
 
-  python -m citrus_jax.infer.serve --checkpoint runs/demo/sft3 --tokenizer runs/demo/tok.model --port 8000
+  python -m citrus_jax.infer.serve --checkpoint runs/demo --port 8000
+
+--checkpoint takes a run dir (its last finished stage), a stage dir, a params dir or a Hugging
+Face dir; the tokenizer defaults to the one the checkpoint was trained with (run_dirs.py).
 
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/<id>], GET /health,
 and the OpenAPI schema at /openapi.json (docs at /docs). Requests are batched by `SamplerBackend`
@@ -373,8 +376,11 @@ class Server:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m citrus_jax.infer.serve",
                               description=__doc__.split("\n")[0])
-  p.add_argument("--checkpoint", required=True, help="citrus_jax params dir or Hugging Face dir")
-  p.add_argument("--tokenizer", default="", help="tokenizer path (default: the checkpoint dir)")
+  p.add_argument("--checkpoint", required=True,
+                 help="a run dir (its last finished stage), a stage dir, a citrus_jax params dir "
+                 "or a Hugging Face dir (citrus_jax/run_dirs.py)")
+  p.add_argument("--tokenizer", default="",
+                 help="tokenizer path (default: the checkpoint's, or its stage's tokenizer)")
   p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
   p.add_argument("--port", type=int, default=8000)
   p.add_argument("--served-model-name", default="", help="model id (default: checkpoint name)")
@@ -404,9 +410,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
   args = _parse_args(argv)
   from citrus_jax import sharding
+  from citrus_jax import run_dirs
   from citrus_jax.infer.local import load_model
   mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(","))) if args.mesh else None
-  cfg, params, tok = load_model(args.checkpoint, args.tokenizer, mesh=mesh, dtype=args.dtype)
+  try:
+    cfg, params, tok = load_model(args.checkpoint, args.tokenizer, mesh=mesh, dtype=args.dtype)
+  except (run_dirs.CheckpointPathError, FileNotFoundError) as e:
+    raise SystemExit(f"serve: --checkpoint {args.checkpoint}: {e}") from None
   name = args.served_model_name or os.path.basename(os.path.normpath(args.checkpoint))
   api_key = None
   if args.api_key_env:
