@@ -143,3 +143,90 @@ def test_score_and_summarize():
   summary = summarize(scores)
   assert summary["n"] == 3 and summary["answered"] == 2 and summary["no_answer"] == 1
   assert summary["acc"] == pytest.approx(1 / 3) and summary["valid_acc"] == pytest.approx(1 / 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs without <answer> tags: only what the output commits to (eval/untagged.py).
+
+import json  # noqa: E402
+import pathlib  # noqa: E402
+
+from citrus_jax.eval import untagged  # noqa: E402
+from citrus_jax.eval.extract import map_output  # noqa: E402
+
+FIX = pathlib.Path(__file__).resolve().parent / "fixtures" / "extract"
+DECIDE = {"A": "Decide.", "B": "Wait and see", "C": "Refer", "D": "Admit"}
+IONS = {"A": "Cl-.", "B": "Br-.", "C": "F-.", "D": "I-.", "E": "ClO4-."}
+
+
+def _fixture(name):
+  with open(FIX / name, encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_issue_cases_without_tags():
+  # Thinking is never searched for option texts: not "Decide.", not "I-.".
+  assert map_output("<think>I cannot decide between these.</think>", DECIDE) is None
+  assert map_output("<think>I recall that iodide is trapped. I need the others.</think>", IONS) is None
+  assert map_output("I think the symporter carries it, but I am not certain.", IONS) is None
+  # The old whole-output search did take them (what this fixes).
+  assert map_to_option(extract_answer_span("<think>I cannot decide between these.</think>"),
+                       DECIDE) == "A"
+  # Corrections and eliminations.
+  assert map_output("Not A; it is B.", UTI) == "B"
+  assert map_output("Both B and C are wrong, so D", UTI) == "D"
+  assert map_output("Not ampicillin; it is nitrofurantoin.", UTI) == "D"
+  assert map_output("It's not ceftriaxone, but nitrofurantoin.", UTI) == "D"
+  # ... also inside an answer block, where they used to give no answer.
+  assert map_output("<answer>Not A; it is B.</answer>", UTI) == "B"
+  assert map_output("<answer>Both B and C are wrong, so D</answer>", UTI) == "D"
+
+
+@pytest.mark.parametrize("output,expected", [
+    ("The answer is C?", None),  # a question
+    ("Is the answer B? Or could it be D?", None),
+    ("Doxycycline is contraindicated in pregnancy.", None),  # negated mention only
+    ("It could be nitrofurantoin.", None),  # hedged
+    ("Nitrofurantoin is the first-line treatment in pregnancy.", "D"),  # short, committed
+    ("Long reasoning. About ampicillin. And resistance. Nitrofurantoin is first-line.", None),
+    ("Resistance is high.\n\nD. Nitrofurantoin", "D"),  # final line
+    ("A. Ampicillin: no\nB. Ceftriaxone: no\nC. Doxycycline: no\nD. Nitrofurantoin", None),
+    ("The answer is B. Wait, the answer is D.", "D"),  # the last statement wins
+    ("<think>The answer is B.</think>", None),  # thinking only
+    ("reasoning about it </think>\nC", "C"),  # template opened the think
+    ("The best treatment is nitrofurantoin for 5 days.", "D"),
+    ("So ampicillin is not appropriate.", None),  # cue, but the fragment negates
+])
+def test_untagged_commitment(output, expected):
+  assert map_output(output, UTI) == expected
+
+
+def test_distinctive_option_texts():
+  assert untagged.distinctive("Nitrofurantoin") and untagged.distinctive("Pulmonary hypertension")
+  assert untagged.distinctive("腕管综合征")
+  for text in ("Decide.", "I-.", "None of the above", "All of the above", "yes", "Refer"):
+    assert not untagged.distinctive(text), text
+
+
+def test_no_answer_fixture_has_no_false_positives():
+  rows = _fixture("no_answer.jsonl")
+  assert len(rows) >= 50
+  hits = [(r["id"], map_output(r["output"], r["options"])) for r in rows]
+  assert [h for h in hits if h[1] is not None] == []
+
+
+def test_answered_fixture_recall():
+  rows = _fixture("answered.jsonl")
+  assert len(rows) >= 50
+  preds = [map_output(r["output"], r["options"]) for r in rows]
+  wrong = [(r["id"], p) for r, p in zip(rows, preds) if p is not None and p != r["gold"]]
+  assert wrong == []  # never a wrong letter
+  recall = sum(p == r["gold"] for r, p in zip(rows, preds)) / len(rows)
+  assert recall >= 0.9, recall  # 72/75 measured when the fixture was written
+
+
+def test_score_reads_untagged_outputs_strictly():
+  item = MCQItem(id="1", question="q", options=DECIDE, gold="A")
+  assert score("<think>I cannot decide between these.</think>", item)["pred"] is None
+  assert score("<answer>Decide.</answer>", item)["pred"] == "A"
+  assert score("Decide.", item)["pred"] == "A"

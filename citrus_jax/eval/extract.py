@@ -9,6 +9,7 @@ whole answer is an option's text, or a labelled one ("B. text", unless a later s
 it) -> the last explicit statement ("the answer is C", "答案是C", "\\boxed{C}") -> labelled letters
 ("(B)", "option B", "选项B") agreeing with the options whose text the answer contains -> the answer
 is part of exactly one option's text. Ambiguity at any step gives None, never a guess.
+`map_output`/`score` read an output without `<answer>` tags more strictly (eval/untagged.py).
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ _LABELLED = re.compile(r"^(?:[(\[]\s*([A-Z])\s*[)\]]|([A-Z])\s*[.:)、．])\s*(.
 # "B text" where text must then match option B.
 _SPACED = re.compile(r"^([A-Z])\s+(.+)$", re.S)
 
+_END = r"(?=\s*(?:$|[.!;,)]|\s(?i:because|since|as|given)\b))"  # the letter ends a clause
 _L = r"(?<![A-Za-z0-9])\(?\s*([A-Z])\s*\)?(?![A-Za-z0-9'’-])"
 _LL = r"(?<![A-Za-z0-9])\(?\s*([A-Za-z])\s*\)?(?![A-Za-z0-9'’-])"  # lower case allowed
 # Explicit answer statements in prose; the last one in the text wins.
@@ -126,6 +128,12 @@ _STATEMENTS = [
     re.compile(r"答案\s*[:：]\s*(?:选项)?\s*" + _L),
     re.compile(r"(?<![不未])选(?:择)?\s*(?:选项)?\s*" + _L),
     re.compile(_L + r"\s*(?:选项|项)?\s*(?:是|为)?\s*(?:正确|最佳|最可能|最合适)"),
+    # Corrections and eliminations: "Not A; it is B", "Not A, but B", "B and C are wrong, so D".
+    re.compile(r"(?i:\bit\s+(?:is|must\s+be)|\bit[’']s)\s+(?i:option\s*)?" + _L + _END),
+    re.compile(r"(?i:\bnot\s+(?:option\s*)?)[A-Z]\s*(?:[,;]\s*|\s+)(?i:but\s+)(?i:rather\s+)?"
+               r"(?i:option\s*)?" + _L + _END),
+    re.compile(r"(?i:\b(?:so|thus|therefore|hence|leaving|which\s+leaves|that\s+leaves))\s*,?\s*"
+               r"(?i:only\s+)?(?i:option\s*)?" + _L + _END),
 ]
 # A following letter makes the statement a hedge: "the answer is C or D".
 _HEDGE = re.compile(r"^\s*\)?\s*(?:,|/|&|(?i:and|or)|和|或|与)\s*(?i:option\s*)?"
@@ -247,6 +255,73 @@ def _last_statement(text: str, options: dict[str, str]) -> tuple[int, str] | Non
   return best
 
 
+# Phrases after which an option's text is a commitment ("the most likely diagnosis is X").
+_TEXT_CUE = re.compile(
+    r"(?i:\b(?:(?:final|correct|best|right)\s+)?(?:answer|choice)\s*(?:is|would\s+be|:)"
+    r"|\b(?:most\s+likely|likely|probable|final|working|leading|correct)\s+(?:\w+\s+)?"
+    r"(?:diagnosis|cause|answer|explanation|mechanism|organism|pathogen|treatment|choice|option"
+    r"|finding|step|management)\s*(?:is|would\s+be|:)"
+    r"|\bdiagnosis\s*(?:is|:)"
+    r"|\b(?:best|most\s+appropriate|next|first[- ]line|preferred|recommended)\s+(?:\w+\s+){0,3}?"
+    r"(?:is|would\s+be)"
+    r"|\b(?:I\s+(?:would\s+)?|we\s+(?:should\s+)?)(?:choose|select|pick|go\s+with|opt\s+for)"
+    r"|\bshould\s+(?:receive|be\s+given|be\s+treated\s+with|be\s+started\s+on|undergo)"
+    r"|\bit\s+(?:is|must\s+be)|\bit[’']s"
+    r"|\b(?:so|thus|therefore|hence)\s*,?(?:\s+(?:it\s+is|the\s+answer\s+is))?"
+    r"|\bnot\s+[^;,.\n]{1,60}?(?:[,;]\s*|\s+)but\s+(?:rather\s+)?)\s*:?\s*"
+    r"|(?:答案|诊断|最可能的诊断)\s*(?:应该|应|可能)?\s*(?:是|为|[:：])\s*")
+# Where a stated fragment ends: a sentence end (not "E. coli"), a line, a reason.
+_FRAG_END = re.compile(r"(?<![A-Z])[.!?;。；？！](?:\s|$)|\n|,|，|\s(?i:because|since|as|given|"
+                       r"which|due)\b")
+# What may follow an option's text in a stated fragment ("nitrofurantoin for 5 days").
+_TAIL_BAD = re.compile(r"^\s*(?:is|are|was|were|would|could|may|might|can|cannot|should|"
+                       r"does|do|did|has|have|seems|appears|or|vs\.?|versus|and/or)\b|"
+                       r"\b(?:not|no|unlikely|ruled?|excluded?|wrong|incorrect|"
+                       r"contraindicated|avoid)\b|[?？]", re.I)
+
+
+def fragment_option(frag: str, options: dict[str, str]) -> tuple[bool, str | None]:
+  """(decided, letter) for the words after an answer cue: the whole fragment is the answer, or
+  it starts with exactly one option's text followed by nothing that hedges, negates or names
+  another option ("nitrofurantoin for 5 days" yes, "ampicillin is not appropriate" no)."""
+  frag = frag.strip().rstrip(" .。!！")
+  if not frag:
+    return False, None
+  decided, letter = whole_answer(frag, options)
+  if decided:
+    return decided, letter
+  a = _norm(frag)
+  starts = [(len(o), k) for k, v in options.items() if (o := _norm(v)) and
+            f"{a} ".startswith(f"{o} ") and not re.search(rf"[{_CJK}]", o)]
+  starts += [(len(o), k) for k, v in options.items() if (o := _norm(v)) and
+             re.search(rf"[{_CJK}]", o) and a.replace(" ", "").startswith(o.replace(" ", ""))]
+  if not starts:
+    return False, None
+  top = max(n for n, _ in starts)
+  best = [k for n, k in starts if n == top]
+  if len(best) != 1:
+    return True, None
+  tail = a[top:] if not re.search(rf"[{_CJK}]", a) else a.replace(" ", "")[top:]
+  if _TAIL_BAD.search(tail) or _TAIL_BAD.search(frag[len(options[best[0]]):]) or \
+      any(j != best[0] and _contains(tail, _norm(v)) for j, v in options.items()):
+    return False, None
+  return True, best[0]
+
+
+def _stated_text(text: str, options: dict[str, str]) -> tuple[int, str] | None:
+  """(position, letter) of the last answer cue whose fragment names exactly one option."""
+  best = None
+  for m in _TEXT_CUE.finditer(text):
+    end = _FRAG_END.search(text, m.end())
+    stop = end.start() if end else len(text)
+    if end is not None and text[end.start()] in "?？":
+      continue  # a question, not an answer
+    decided, letter = fragment_option(text[m.end():stop], options)
+    if decided and letter is not None:
+      best = (m.start(), letter)
+  return best
+
+
 def _weak_letters(text: str, options: dict[str, str]) -> set[str]:
   found = set()
   for pat in _WEAK:
@@ -269,6 +344,36 @@ def _contained(text: str, options: dict[str, str]) -> set[str]:
   return found
 
 
+def whole_answer(text: str, options: dict[str, str]) -> tuple[bool, str | None]:
+  """(decided, letter) when the whole cleaned text is the answer: a letter ("B", "Answer: B"),
+  one option's text, "E. coli" for Escherichia coli, or a labelled option ("B. text", unless a
+  later statement corrects it). decided=False leaves the text to the other rules."""
+  body = _strip_prefix(text).rstrip(" .。!！")
+  # 1. The whole answer is a letter ("B", "(B)", "Answer: B", "选项B").
+  for candidate in (text.rstrip(" .。!！"), body):
+    m = _PURE.match(candidate)
+    if m:
+      if m.group(1).upper() in options:
+        return True, m.group(1).upper()
+      exact = _text_matches(candidate, options)  # an option whose text is "M" (cell phase)
+      return True, exact[0] if len(exact) == 1 else None
+  # 2. The whole answer is one option's text, or a labelled option ("B. text").
+  exact = _text_matches(body, options) or _text_matches(text, options)
+  if len(exact) == 1:
+    return True, exact[0]
+  stated = _last_statement(text, options)
+  abbrev = _abbreviated(body, options)
+  if len(abbrev) == 1 and _abbreviation(options[abbrev[0]]).match(body):
+    return True, abbrev[0]  # "E. coli" names Escherichia coli, not option E
+  for candidate in (text, body):
+    matched, letter = _labelled_form(candidate, options)
+    if matched:  # a later statement naming another letter corrects the label
+      if letter is not None and stated is not None and stated[1] != letter:
+        break
+      return True, letter
+  return False, None
+
+
 def map_to_option(answer: str | None, options: dict[str, str]) -> str | None:
   """Option letter named by a free-text answer, or None when absent or ambiguous."""
   if not answer or not options:
@@ -276,32 +381,18 @@ def map_to_option(answer: str | None, options: dict[str, str]) -> str | None:
   text = _clean(answer)
   if not text:
     return None
+  decided, letter = whole_answer(text, options)
+  if decided:
+    return letter
   body = _strip_prefix(text).rstrip(" .。!！")
-  # 1. The whole answer is a letter ("B", "(B)", "Answer: B", "选项B").
-  for candidate in (text.rstrip(" .。!！"), body):
-    m = _PURE.match(candidate)
-    if m:
-      if m.group(1).upper() in options:
-        return m.group(1).upper()
-      exact = _text_matches(candidate, options)  # an option whose text is "M" (cell phase)
-      return exact[0] if len(exact) == 1 else None
-  # 2. The whole answer is one option's text, or a labelled option ("B. text").
-  exact = _text_matches(body, options) or _text_matches(text, options)
-  if len(exact) == 1:
-    return exact[0]
   stated = _last_statement(text, options)
-  abbrev = _abbreviated(body, options)
-  if len(abbrev) == 1 and _abbreviation(options[abbrev[0]]).match(body):
-    return abbrev[0]  # "E. coli" names Escherichia coli, not option E
-  for candidate in (text, body):
-    matched, letter = _labelled_form(candidate, options)
-    if matched:  # a later statement naming another letter corrects the label
-      if letter is not None and stated is not None and stated[1] != letter:
-        break
-      return letter
   # 3. The last explicit statement.
   if stated is not None:
     return stated[1] if stated[1] in options else None
+  # 3b. A statement naming an option's text ("not ampicillin; it is nitrofurantoin").
+  named = _stated_text(text, options)
+  if named is not None:
+    return named[1]
   # 4. Labelled letters and contained option texts must agree.
   weak = _weak_letters(text, options)
   contained = _contained(text, options) or set(_abbreviated(text, options))
@@ -321,10 +412,23 @@ def map_to_option(answer: str | None, options: dict[str, str]) -> str | None:
   return None
 
 
-def score(output: str | None, item: Any) -> dict:
-  """Extracted span, predicted letter and correctness of one model output for an MCQItem."""
+def map_output(output: str | None, options: dict[str, str]) -> str | None:
+  """Option letter of a whole model output: its `<answer>` block mapped by `map_to_option`, or,
+  without answer tags, only what the output commits to (eval/untagged.py)."""
+  from citrus_jax.eval import untagged
   span = extract_answer_span(output)
-  pred = map_to_option(span, item.options) if span is not None else None
+  if span is None:
+    return None
+  if untagged.has_answer_tag(output):
+    return map_to_option(span, options)
+  return untagged.map_untagged(span, options)
+
+
+def score(output: str | None, item: Any) -> dict:
+  """Extracted span, predicted letter and correctness of one model output for an MCQItem
+  (untagged outputs count only where they commit to an option: eval/untagged.py)."""
+  span = extract_answer_span(output)
+  pred = map_output(output, item.options)
   return {"pred": pred, "correct": pred is not None and pred == item.gold, "span": span or ""}
 
 
