@@ -6,8 +6,9 @@ compiled executable's memory analysis gives per-device bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -174,8 +175,40 @@ def checked_plan(config: Any, model_cfg: ModelConfig, devices: list[Any] | None 
     raise err from None
 
 
-def plan(config: Any, model_cfg: ModelConfig, devices: list[Any] | None = None) -> dict[str, Any]:
-  """Per-device bytes of params, optimizer state and step temporaries from the compiled step."""
+@contextlib.contextmanager
+def attention_override(fn: Callable | None) -> Iterator[None]:
+  """Compile with `fn(q, k, v, mask_BTS, cfg)` in place of `transformer._attention` (None: as
+  is). For plan-mode rows of a kernel the model config cannot name yet (splash before
+  `model.attention='splash'` is wired into transformer.py): the layer looks `_attention` up at
+  trace time, so the patched step is the real step with only the attention call swapped."""
+  if fn is None:
+    yield
+    return
+  original = transformer._attention
+  transformer._attention = fn
+  try:
+    yield
+  finally:
+    transformer._attention = original
+
+
+def splash_or_einsum(q, k, v, mask_BTS, cfg):
+  """Splash for self-attention the kernel supports (T == S, T % 128 == 0), else the einsum path
+  (what `attention="splash"` is meant to do once wired in transformer.py)."""
+  from citrus_jax.model import splash
+  if splash.supported(q.shape[1], k.shape[1]):
+    return splash.attention_from_mask(q, k, v, mask_BTS, cfg)
+  return _ORIGINAL_ATTENTION(q, k, v, mask_BTS, cfg)
+
+
+_ORIGINAL_ATTENTION = transformer._attention
+
+
+def plan(config: Any, model_cfg: ModelConfig, devices: list[Any] | None = None, *,
+         attention_fn: Callable | None = None) -> dict[str, Any]:
+  """Per-device bytes of params, optimizer state and step temporaries from the compiled step.
+
+  `attention_fn` replaces the model's attention call for this compile (`attention_override`)."""
   devices = devices or list(jax.devices())
   mesh = sharding.make_mesh(tuple(config.mesh.shape), devices=devices)
   optimizer, _ = optim.make_optimizer(config.optim, max(config.train.num_steps, 1))
@@ -188,11 +221,11 @@ def plan(config: Any, model_cfg: ModelConfig, devices: list[Any] | None = None) 
   batch_shapes = {k: jax.ShapeDtypeStruct((batch, seq), jnp.float32 if k == "loss_mask"
                                           else jnp.int32, sharding=sharding.batch_sharding(mesh))
                   for k in ("inputs", "targets", "positions", "segment_ids", "loss_mask")}
-  step = make_train_step(losses.lm_loss_fn(model_cfg), optimizer,
-                         grad_accum=config.optim.get("grad_accum", 1))
+  step = make_train_step(losses.lm_loss_fn(model_cfg, loss_chunk=config.train.get("loss_chunk", 0)),
+                         optimizer, grad_accum=config.optim.get("grad_accum", 1))
   state_shapes = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                               abstract_state, state_sh)
-  with jax.set_mesh(mesh):  # activates the model's sharding constraints, as in training
+  with jax.set_mesh(mesh), attention_override(attention_fn):  # mesh: the model's constraints
     compiled = jax.jit(step, in_shardings=(state_sh, None), out_shardings=(state_sh, None),
                        donate_argnums=0).lower(state_shapes, batch_shapes).compile()
   mem = compiled.memory_analysis()

@@ -1,0 +1,134 @@
+"""Chunked output layer + cross-entropy: the full path's loss and grads (1e-6, fp32), less memory."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from citrus_jax import sharding
+from citrus_jax.model import config as mc, transformer
+from citrus_jax.train import chunked_ce, losses
+
+TOL = dict(atol=1e-6, rtol=1e-6)
+
+
+def _setup(preset: str = "tiny", b: int = 2, t: int = 24, seed: int = 0):
+  cfg = mc.get_preset(preset)
+  params = transformer.init_params(cfg, jax.random.key(seed))
+  rng = np.random.default_rng(seed)
+  hidden = jnp.asarray(rng.normal(size=(b, t, cfg.d_model)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, t)), jnp.int32)
+  mask = jnp.asarray(rng.random((b, t)) < 0.6, jnp.float32)
+  return cfg, params, hidden, targets, mask
+
+
+@pytest.mark.parametrize("preset,chunk", [("tiny", 8), ("tiny", 7), ("tiny_qwen", 5),
+                                          ("tiny_qwen", 64)])
+def test_logprobs_equal_the_full_logits_path(preset, chunk):
+  """Untied (lm_head) and tied (embed.T) output layers; chunk dividing T, not dividing it
+  (padded last chunk) and larger than T."""
+  cfg, params, hidden, targets, _ = _setup(preset)
+  full = losses.token_logprobs(transformer.logits_from_hidden(params, hidden, cfg), targets)
+  got = chunked_ce.token_logprobs(params, hidden, targets, cfg, chunk)
+  assert got.shape == full.shape == targets.shape
+  np.testing.assert_allclose(np.asarray(got), np.asarray(full), **TOL)
+  via = losses.token_logprobs_from_hidden(params, hidden, targets, cfg, chunk)
+  np.testing.assert_array_equal(np.asarray(via), np.asarray(got))
+  np.testing.assert_array_equal(
+      np.asarray(losses.token_logprobs_from_hidden(params, hidden, targets, cfg)),
+      np.asarray(full))
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-3])
+def test_cross_entropy_loss_and_grads_equal_the_full_path(z_loss):
+  cfg, params, hidden, targets, mask = _setup("tiny", t=20, seed=1)
+  n_tokens = jnp.float32(17.0)
+
+  def full(p, h):
+    logits = transformer.logits_from_hidden(p, h, cfg)
+    return losses.cross_entropy(logits, targets, mask, n_tokens, z_loss)[0]
+
+  def chunked(p, h):
+    return chunked_ce.cross_entropy(p, h, targets, mask, cfg, 6, n_tokens, z_loss)[0]
+
+  ref, ref_g = jax.value_and_grad(full, argnums=(0, 1))(params, hidden)
+  val, g = jax.jit(jax.value_and_grad(chunked, argnums=(0, 1)))(params, hidden)
+  assert abs(float(val) - float(ref)) <= 1e-6 * abs(float(ref))
+  leaves, ref_leaves = jax.tree.leaves(g), jax.tree.leaves(ref_g)
+  assert len(leaves) == len(ref_leaves)
+  assert max(float(jnp.max(jnp.abs(x))) for x in ref_leaves) > 1e-3
+  for a, b in zip(leaves, ref_leaves):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
+
+
+def _batch(cfg, b=2, t=16, seed=0):
+  rng = np.random.RandomState(seed)
+  tokens = rng.randint(0, cfg.vocab_size, (b, t + 1))
+  segments = np.ones((b, t), np.int32)
+  segments[0, -3:] = 0
+  mask = (rng.rand(b, t) < 0.7).astype(np.float32) * (segments > 0)
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask,
+          "positions": np.tile(np.arange(t), (b, 1)), "segment_ids": segments}
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.75])
+def test_lm_loss_fn_with_loss_chunk_equals_full(fraction):
+  """The whole CPT/SFT loss through the model: loss_chunk=0 vs 5, param grads to 1e-6."""
+  cfg = mc.get_preset("tiny")
+  batch = _batch(cfg)
+  totals = {"n_tokens": jnp.float32(batch["loss_mask"].sum()), "n_slots": jnp.float32(32)}
+  params = transformer.init_params(cfg, jax.random.key(2))
+
+  def run(chunk):
+    fn = losses.lm_loss_fn(cfg, z_loss=1e-4, logits_fraction=fraction, loss_chunk=chunk)
+    return jax.jit(jax.value_and_grad(lambda p: fn(p, batch, totals)[0]))(params)
+
+  (ref, ref_g), (val, g) = run(0), run(5)
+  assert abs(float(val) - float(ref)) <= 1e-6 * abs(float(ref))
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
+  with pytest.raises(ValueError, match="loss_chunk"):
+    losses.lm_loss_fn(cfg, loss_chunk=-1)
+
+
+def test_under_a_mesh_equals_unsharded():
+  cfg, params, hidden, targets, mask = _setup("tiny", b=4, t=16, seed=3)
+  ref = chunked_ce.cross_entropy(params, hidden, targets, mask, cfg, 4)[0]
+  mesh = sharding.make_mesh((1, 4, 2))
+  with jax.set_mesh(mesh):
+    got = jax.jit(lambda p, h: chunked_ce.cross_entropy(p, h, targets, mask, cfg, 4)[0])(
+        params, hidden)
+  assert abs(float(got) - float(ref)) <= 1e-6 * abs(float(ref))
+
+
+def _temp_bytes(fn, *args) -> int:
+  return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+def test_compiled_step_holds_far_less_than_the_full_logits():
+  """Compiled memory analysis (CPU) of loss + grads: the full path holds [B, T, V] fp32 logits
+  and their gradient; the chunked one about [B, chunk, V]."""
+  cfg = mc.get_preset("tiny", vocab_size=16384)
+  b, t, chunk = 2, 256, 32
+  params = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  hidden = jax.ShapeDtypeStruct((b, t, cfg.d_model), jnp.float32)
+  targets = jax.ShapeDtypeStruct((b, t), jnp.int32)
+  mask = jax.ShapeDtypeStruct((b, t), jnp.float32)
+
+  def full(p, h, y, m):
+    return jax.grad(lambda p: losses.cross_entropy(
+        transformer.logits_from_hidden(p, h, cfg), y, m)[0])(p)
+
+  def chunked(p, h, y, m):
+    return jax.grad(lambda p: chunked_ce.cross_entropy(p, h, y, m, cfg, chunk)[0])(p)
+
+  logits_bytes = b * t * cfg.vocab_size * 4
+  full_temp = _temp_bytes(full, params, hidden, targets, mask)
+  chunked_temp = _temp_bytes(chunked, params, hidden, targets, mask)
+  assert full_temp >= logits_bytes  # at least one [B, T, V] fp32 buffer
+  assert chunked_temp < logits_bytes / 2, (full_temp, chunked_temp)
+
+
+def test_bad_chunk_is_refused():
+  cfg, params, hidden, targets, _ = _setup()
+  with pytest.raises(ValueError, match="chunk=0"):
+    chunked_ce.token_logprobs(params, hidden, targets, cfg, 0)
