@@ -69,3 +69,115 @@ def test_options_keep_item_order_beyond_e():
 def test_citrus_target():
   assert prompts.citrus_target(" reasoning \n", "B") == \
       "<think>\nreasoning\n</think>\n<answer>\nB\n</answer>"
+
+
+# ------------------------------------------------------------------------------------------------
+# Prompt variants against strings kept as fixtures (tests/fixtures/prompts/): the reference
+# strings were made by filling the reference's own template files (citrus_pro_inference.prompt,
+# llm_inference.prompt, kept verbatim beside them) the way its converter and evaluator do, from
+# the invented banks in tests/fixtures/formats/.
+
+import json  # noqa: E402
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+from citrus_jax.eval import benchmarks  # noqa: E402
+
+FIX = os.path.join(os.path.dirname(__file__), "fixtures")
+SHARED = os.environ.get("CITRUS_SHARED_DATA", "/work/shared/data/benchmarks")
+
+
+def _fixture(name):
+  with open(os.path.join(FIX, "prompts", name), encoding="utf-8") as f:
+    return f.read()
+
+
+def _bank(name, file, **kw):
+  return benchmarks.load_benchmark(name, os.path.join(FIX, "formats", file), **kw).items
+
+
+def test_reference_template_is_the_released_file():
+  assert prompts.REFERENCE_TEMPLATE.format(question="{Q}", options="{OPS}") == \
+      _fixture("citrus_pro_inference.prompt")
+  assert prompts.REFERENCE_LETTER_TEMPLATE.format(question="{Q}", options="{OPS}") == \
+      _fixture("llm_inference.prompt")
+
+
+@pytest.mark.parametrize("name,file,index,expected", [
+    ("medqa", "bank_medqa.jsonl", 0, "reference_medqa_0.txt"),  # question keeps its last space
+    ("medqa", "bank_medqa.jsonl", 1, "reference_medqa_1.txt"),  # option " Reticulocyte count"
+    ("mmlu_pro_health", "bank_mmlu_pro.jsonl", 0, "reference_mmlu_pro_0.txt"),  # "A.text"
+    ("mmlu_anatomy", "anatomy_test.csv", 0, "reference_mmlu_0.txt"),
+    ("careqa", "bank_careqa.jsonl", 0, "reference_careqa_0.txt"),  # own letters, not all "A."
+    ("unified", "bank_unified.jsonl", 0, "reference_unified_medbullets_0.txt"),
+])
+def test_reference_prompt_is_byte_identical(name, file, index, expected):
+  item = _bank(name, file)[index]
+  msgs = prompts.eval_messages(item, "reference")
+  assert [m["role"] for m in msgs] == ["system", "user"] and msgs[0]["content"] == PERSONA
+  assert msgs[1]["content"] == _fixture(expected)
+
+
+def test_variants_differ_where_documented_and_default_is_citrus():
+  item = _bank("medqa", "bank_medqa.jsonl")[1]
+  assert prompts.DEFAULT_EVAL_PROMPT == "citrus"
+  citrus = prompts.eval_messages(item)[1]["content"]
+  assert citrus == _fixture("citrus_medqa_1.txt")  # the SFT data's spacing, stripped options
+  assert "final answer.\n\nHere is the question:" in citrus
+  assert "final answer.\nHere is the question:" in prompts.eval_messages(item, "reference")[1][
+      "content"]
+  letter = prompts.eval_messages(_bank("medqa", "bank_medqa.jsonl")[0], "reference_letter")
+  assert [m["role"] for m in letter] == ["user"]
+  assert letter[0]["content"] == _fixture("reference_letter_medqa_0.txt")
+  with pytest.raises(ValueError, match="prompt must be one of"):
+    prompts.eval_messages(item, "chatml")
+
+
+def test_reference_prompt_after_shuffling_keeps_texts_with_their_letters():
+  item = _bank("medqa", "bank_medqa.jsonl", shuffle_options=True, seed=3)[1]
+  block = prompts.reference_user_prompt(item).split("<Question>\n")[1].split("\n</Question>")[0]
+  lines = block.split("\n")[-4:]
+  assert [ln[:3] for ln in lines] == ["A. ", "B. ", "C. ", "D. "]
+  for ln in lines:  # each line shows its own (shuffled) option, the raw spacing kept
+    assert ln[3:].strip() == item.options[ln[0]]
+  assert any(ln == f"{k}.  Reticulocyte count" for ln in lines for k in "ABCD")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "unified")),
+                    reason="the reference's converted benchmark files are not here")
+@pytest.mark.parametrize("file", ["medqa.jsonl", "pubmedqa.jsonl", "mmlu-anatomy.jsonl",
+                                  "mmlu-pro_health.jsonl", "medbullets_op5.jsonl",
+                                  "mmlu-college_medicine.jsonl", "jmed_sample20.jsonl"])
+def test_reference_prompt_on_the_reference_converted_files(file):
+  """Every item of the reference converter's own output, filled as its evaluator fills it."""
+  path = os.path.join(SHARED, "unified", file)
+  items = {it.id: it for it in benchmarks.load_benchmark("unified", path,
+                                                        shuffle_options=False).items}
+  template = _fixture("citrus_pro_inference.prompt")
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      d = json.loads(line)
+      want = template.format(Q=d["Q"], OPS="\n".join(o["op_text"] for o in d["OP"]))
+      assert prompts.reference_user_prompt(items[str(d["id"])]) == want, d["id"]
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "original")),
+                    reason="the original benchmark files are not here")
+@pytest.mark.parametrize("name,original,unified", [
+    ("medqa", "medqa/phrases_no_exclude_test.jsonl", "medqa.jsonl"),
+    ("mmlu_pro_health", "mmlu-pro/mmlu-pro_health.jsonl", "mmlu-pro_health.jsonl"),
+    ("mmlu_pro_biology", "mmlu-pro/mmlu-pro_biology.jsonl", "mmlu-pro_biology.jsonl"),
+    ("medbullets_op4", "medbullets/medbullets_op4.json", "medbullets_op4.jsonl"),
+    ("mmlu_professional_medicine", "mmlu/professional_medicine_test.csv",
+     "mmlu-professional_medicine.jsonl"),
+    ("pubmedqa", "pubmedqa/ori_pqal.json", "pubmedqa.jsonl"),
+])
+def test_reference_prompt_from_original_files_equals_the_converted(name, original, unified):
+  """Read from the distribution's own file, the prompt is the one the reference sent."""
+  ours = benchmarks.load_benchmark(name, os.path.join(SHARED, "original", original)).items
+  theirs = benchmarks.load_benchmark("unified", os.path.join(SHARED, "unified", unified),
+                                     source=ours[0].source).items
+  assert len(ours) == len(theirs)
+  for a, b in zip(ours, theirs):
+    assert prompts.reference_user_prompt(a) == prompts.reference_user_prompt(b), a.id
