@@ -122,6 +122,15 @@ def _strip(v: Any) -> Any:
   return v.strip() if isinstance(v, str) else v
 
 
+def _raw(question: Any, options: Any) -> dict[str, Any]:
+  """The question and option texts exactly as the file has them (unstripped), for the prompt
+  variant that is byte-identical to the reference evaluation's (eval/prompts.py, "reference")."""
+  if not isinstance(question, str):
+    return {}
+  return {"raw_question": question,
+          "raw_options": {str(k): v for k, v in options if isinstance(v, str)}}
+
+
 # ------------------------------------------------------------------------------------------------
 # MedQA-USMLE: {"question", "options": {"A": ...}, "answer_idx", "answer", "meta_info"}
 
@@ -140,7 +149,7 @@ def read_medqa(path: str, issues: Issues, *, source: str = "medqa") -> Iterator[
     # MedQA files have no ids (the row index is used); files in this layout that carry an "id"
     # (e.g. the demo world's) keep it, and any "group" label rides along in meta.
     item_id = str(obj["id"]) if obj.get("id") not in (None, "") else f"{idx:05d}"
-    meta = {"meta_info": obj.get("meta_info")}
+    meta = {"meta_info": obj.get("meta_info"), **_raw(obj.get("question"), options)}
     if "group" in obj:
       meta["group"] = obj["group"]
     yield Raw(line=line, id=item_id, question=obj.get("question"), options=options,
@@ -196,7 +205,8 @@ def read_pubmedqa(path: str, issues: Issues, *, source: str = "pubmedqa", split:
     yield Raw(line=line, id=str(pmid), question=rec.get("QUESTION"),
               options=list(PUBMEDQA_OPTIONS),
               gold=letter_of.get(str(decision).lower(), decision), source=source,
-              context=context, meta={"year": rec.get("YEAR")},
+              context=context,
+              meta={"year": rec.get("YEAR"), **_raw(rec.get("QUESTION"), PUBMEDQA_OPTIONS)},
               fields={"gold": "final_decision", "question": "QUESTION", "id": "PMID"})
 
 
@@ -234,7 +244,8 @@ def read_mmlu(path: str, issues: Issues, *, source: str | None = None,
         continue
       yield Raw(line=start, id=f"{idx:05d}", question=row[0],
                 options=list(zip("ABCD", row[1:5])), gold=row[5].strip().upper(),
-                source=source, meta={"subject": subject},
+                source=source, meta={"subject": subject,
+                                     **_raw(row[0], list(zip("ABCD", row[1:5])))},
                 fields={"gold": "answer (column 6)", "question": "question (column 1)",
                         "options": "A-D (columns 2-5)"})
       idx += 1
@@ -269,7 +280,8 @@ def read_mmlu_pro(path: str, issues: Issues, *, source: str | None = None,
     yield Raw(line=line, id=str(qid) if qid is not None else f"{idx:05d}",
               question=obj.get("question"), options=list(zip(LETTERS, opts)), gold=gold,
               source=source or f"mmlu_pro_{str(cat).lower()}",
-              meta={"category": cat, "src": obj.get("src")},
+              meta={"category": cat, "src": obj.get("src"),
+                    **_raw(obj.get("question"), list(zip(LETTERS, opts)))},
               fields={"gold": "answer", "options": "options", "question": "question",
                       "id": "question_id"})
 
@@ -308,7 +320,8 @@ def read_medbullets(path: str, issues: Issues, *, source: str = "medbullets") ->
     yield Raw(line=doc.line_of(row, after="question"),
               id=f"{int(row):05d}" if row.isdigit() else row, question=cols["question"][row],
               options=options, gold=gold, source=source,
-              meta={"link": cols.get("link", {}).get(row)},
+              meta={"link": cols.get("link", {}).get(row),
+                    **_raw(cols["question"][row], options)},
               fields={"gold": "answer_idx", "question": "question", "options": "opa.."})
 
 
@@ -347,13 +360,13 @@ def read_careqa(path: str, issues: Issues, *, source: str = "careqa") -> Iterato
                    f"cop {obj.get('cop')!r} is not among the options 1-{len(op_keys)}")
       continue
     uid = obj.get("unique_id")
-    meta = {"category": obj.get("category")}
+    options = [(LETTERS[i], obj[k]) for i, k in enumerate(op_keys)]
+    meta = {"category": obj.get("category"), **_raw(obj.get("question"), options)}
     for k in ("exam_id", "year"):
       meta[k] = obj.get(k) if _int_like(obj.get(k)) is None else _int_like(obj.get(k))
     yield Raw(line=line, id=str(uid) if not _blank(uid) else f"{idx:05d}",
               question=obj.get("question"),
-              options=[(LETTERS[i], obj[k]) for i, k in enumerate(op_keys)],
-              gold=LETTERS[cop - 1], source=source,
+              options=options, gold=LETTERS[cop - 1], source=source,
               meta=meta, fields={"gold": "cop", "question": "question", "options": "op1..",
                                  "id": "unique_id"})
 
@@ -379,6 +392,11 @@ def _context_of(c: Any) -> str | None:
 
 def read_unified(path: str, issues: Issues, *, source: str | None = None,
                  language: str | None = None, with_context: bool = False) -> Iterator[Raw]:
+  """Unified JSONL; a `.xlsx` path is JMED's released spreadsheet (read_jmed_xlsx)."""
+  if path.lower().endswith(".xlsx"):
+    yield from read_jmed_xlsx(path, issues, source=source or "jmed",
+                              language=language or "zh", with_context=with_context)
+    return
   for line, idx, obj in _iter_jsonl(path, issues):
     ops = obj.get("OP")
     if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
@@ -398,5 +416,126 @@ def read_unified(path: str, issues: Issues, *, source: str | None = None,
     yield Raw(line=line, id=str(obj["id"]) if obj.get("id") is not None else f"{idx:05d}",
               question=q, options=options, gold=_strip(obj.get("A")),
               source=source or canonical_name(exam) or "unified", language=lang,
-              context=context, meta={"exam_name": exam},
+              context=context, meta={"exam_name": exam, **_raw(q, options)},
               fields={"gold": "A", "question": "Q", "options": "OP", "id": "id"})
+
+
+# ------------------------------------------------------------------------------------------------
+# JMED's released spreadsheet (jdh-algo/JMED, 20250122_sample_multiple_choice_1094_*.xlsx): one
+# row per item with columns diagId, patient_age, patient_sex, final_question, final_options (a
+# Python dict literal letter -> text), final_correct_answer (a list literal of letters) and
+# optionally glm_search_result. The question and options are rebuilt exactly as the reference
+# converter (Citrus src/apps/data_preprocess/unify_format/unify_jmed.py) builds them, so items
+# equal those of its unified JSONL; line numbers are sheet rows (1 = the header).
+
+JMED_COLUMNS = ("diagId", "patient_age", "patient_sex", "final_question", "final_options",
+                "final_correct_answer")
+JMED_QUESTION = ("\n患者年龄：{}\n患者性别：{}\n患者病情摘要：{}\n\n"
+                 "根据上述患者的情况，请问最有可能的诊断是什么？\n")
+
+
+def _openpyxl(path: str) -> Any:
+  try:
+    import openpyxl  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ImportError(f"{path}: reading a .xlsx spreadsheet needs openpyxl, an optional "
+                      "dependency: pip install 'citrus_jax[xlsx]' (or pip install openpyxl)"
+                      ) from None
+  return openpyxl
+
+
+def _cell_text(v: Any) -> str:
+  """A cell as pandas' str.format shows it: integral numbers without '.0'."""
+  if isinstance(v, float) and v.is_integer():
+    return str(int(v))
+  return str(v)
+
+
+def _literal(text: Any, kind: type, what: str) -> Any:
+  import ast  # pylint: disable=g-import-not-at-top
+  if isinstance(text, kind):
+    return text
+  if not isinstance(text, str):
+    raise ValueError(f"expected {what} as text, got {type(text).__name__}")
+  try:
+    value = ast.literal_eval(text.strip())  # the reference used eval(); literals only here
+  except (ValueError, SyntaxError) as e:
+    raise ValueError(f"not a {what} literal ({type(e).__name__}: {text[:60]!r})") from None
+  if not isinstance(value, kind):
+    raise ValueError(f"expected {what}, got {type(value).__name__} ({text[:60]!r})")
+  return value
+
+
+def read_jmed_xlsx(path: str, issues: Issues, *, source: str = "jmed", language: str = "zh",
+                   with_context: bool = False) -> Iterator[Raw]:
+  """JMED items from the released .xlsx (first sheet); options rebuilt from final_options."""
+  openpyxl = _openpyxl(path)
+  try:
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+  except Exception as e:  # zipfile.BadZipFile, KeyError, InvalidFileException
+    raise ValueError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {e})") from None
+  try:
+    rows = wb.worksheets[0].iter_rows(values_only=True)
+    header = next(rows, None)
+    if header is None:
+      raise ValueError(f"{path}:1: field '<header>': the first sheet is empty")
+    names = [str(h).strip() if h is not None else "" for h in header]
+    missing = [c for c in JMED_COLUMNS if c not in names]
+    if missing:
+      raise ValueError(f"{path}:1: field {missing[0]!r}: missing column (JMED needs "
+                       f"{', '.join(JMED_COLUMNS)}; the header has {names[:12]})")
+    col = {n: i for i, n in reversed(list(enumerate(names))) if n}
+    for row_no, values in enumerate(rows, start=2):
+      get = lambda c: values[col[c]] if col.get(c) is not None and col[c] < len(values) else None
+      if all(_blank(v) for v in values):
+        issues.dropped["empty_row"] += 1
+        continue
+      try:
+        field = "diagId"
+        diag = get("diagId")
+        diag_id = int(float(diag)) if not isinstance(diag, int) else diag
+        field = "final_options"
+        ops = _literal(get("final_options"), dict, "dict of letter -> option text")
+        field = "final_correct_answer"
+        gold = _literal(get("final_correct_answer"), list, "list of letters")
+      except (TypeError, ValueError) as e:
+        issues.error(row_no, field, "bad_field", str(e))
+        continue
+      if len(gold) != 1:
+        issues.error(row_no, "final_correct_answer", "multi_answer",
+                     f"{len(gold)} correct answers {gold!r}; a single-answer MCQ needs one")
+        continue
+      options = [(k, ops[k]) for k in "ABCDEF" if k in ops]
+      extra = sorted(set(map(str, ops)) - set("ABCDEF"))
+      if extra:
+        issues.error(row_no, "final_options", "bad_options",
+                     f"option keys {extra} are not letters A-F (the reference reads A-F only)")
+        continue
+      question = JMED_QUESTION.format(*(_cell_text(get(c)) for c in
+                                        ("patient_age", "patient_sex", "final_question")))
+      if _blank(get("final_question")):
+        issues.error(row_no, "final_question", "empty_question", "missing or empty")
+        continue
+      context = get("glm_search_result") if with_context else None
+      yield Raw(line=row_no, id=f"{diag_id}-{row_no - 2}-diagnose-option", question=question,
+                options=options, gold=str(gold[0]), source=source, language=language,
+                context=context if isinstance(context, str) else None,
+                meta={"diagId": diag_id, **_raw(question, options)},
+                fields={"gold": "final_correct_answer", "question": "final_question",
+                        "options": "final_options", "id": "diagId"})
+  finally:
+    wb.close()
+
+
+def load_bank(path: str, *, on_error: str = "raise", shuffle_options: bool | None = None,
+              seed: int = 0) -> list[Any]:
+  """An MCQ bank for rejection sampling, in any layout the benchmark readers read (MedQA JSONL,
+  unified JSONL, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx): its MCQItems
+  (`rollout.questions.question_from_record` takes them as they are)."""
+  from citrus_jax.eval import benchmarks  # pylint: disable=g-import-not-at-top  (cycle)
+  name = "jmed" if path.lower().endswith(".xlsx") else benchmarks.detect_benchmark(path)
+  if name is None:
+    raise ValueError(f"{path}: not an MCQ bank in a layout the benchmark readers know (MedQA, "
+                     "unified, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx)")
+  return benchmarks.load_benchmark(name, path, on_error=on_error,
+                                   shuffle_options=shuffle_options, seed=seed).items
