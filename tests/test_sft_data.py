@@ -160,6 +160,10 @@ BAD = [
     ('{"messages": [{"role": "doctor", "content": "q"}]}', "bad_field", "role 'doctor'"),
     ('{"input": 3, "target": "a"}', "bad_field", "field 'input' is int"),
     ('["input", "target"]', "not_object", "expected a JSON object"),
+    ('{"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]}',
+     "bad_field", "field 'conversations'[1]: from 'bot'"),
+    ('{"instruction": "q", "input": "x"}', "missing_field", "missing field 'output'"),
+    ('{"input": "q", "output": " "}', "empty_target", "field 'output' is empty"),
 ]
 
 

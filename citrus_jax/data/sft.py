@@ -1,10 +1,19 @@
 """SFT data: chat records -> chat-template tokens weighted on assistant tokens only -> batches.
 
 Records, one per JSONL line, as a JSON array in a `.json` file, or as rows of a `datasets`
-`save_to_disk` directory:
-  Citrus: {"input": user prompt, "target": assistant reply, "system": optional system prompt}
-  chat:   {"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}
-Each is rendered with the model's chat template (`chat.render`). `weights[j] = 1` iff token j is
+`save_to_disk` directory, in any of these layouts (`LAYOUTS`, told apart by their fields):
+  citrus:   {"input": user prompt, "target": assistant reply} -- the layout the reference trains
+            SFT-3 from (Citrus model_train/supervised_finetune.py reads a JSON array of these;
+            Citrus_S3 as the reference trains it); "output" is read as "target" when there is
+            no "target" and no "instruction"
+  messages: {"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}
+  alpaca:   {"instruction", "input" (optional), "output", "history" (optional [[user,
+            assistant], ...] earlier turns)}; the user turn is instruction + "\n" + input, as
+            LLaMA-Factory's Alpaca converter builds it (no "Below is an instruction..." preamble)
+  sharegpt: {"conversations": [{"from": "human" | "gpt" | "system", "value": str}, ...]}
+            ("user"/"assistant" and role/content entries are read too)
+Every layout takes an optional top-level "system" prompt. A record in none of them, or a bad
+field, is an error naming file:line and the field (`[i]` for the i-th turn). Each is rendered with the model's chat template (`chat.render`). `weights[j] = 1` iff token j is
 assistant content or the end-of-turn token that closes it; the packer trains the prediction that
 lands on token j (`loss_mask[t] = weights[t + 1]` within one example), so the prompt, the
 generation header and any trailing user turn are never trained.
@@ -60,42 +69,107 @@ def _text(obj: dict[str, Any], field: str, reason: str) -> str:
   return value
 
 
+LAYOUTS = ("messages", "sharegpt", "alpaca", "citrus")
+# ShareGPT speaker names -> chat roles (FastChat / LLaMA-Factory tags, and the OpenAI names).
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+
+
+def layout_of(record: dict[str, Any]) -> str | None:
+  """Which of `LAYOUTS` a record is in (by its fields), or None."""
+  if "messages" in record:
+    return "messages"
+  if "conversations" in record:
+    return "sharegpt"
+  if "instruction" in record:
+    return "alpaca"
+  if "input" in record or "target" in record or "output" in record:
+    return "citrus"
+  return None
+
+
+def _turns(raw: Any, field: str, role_key: str, content_key: str,
+           roles: dict[str, str]) -> Messages:
+  if not isinstance(raw, list) or not raw:
+    raise _Bad("bad_field", f"field {field!r} must be a non-empty list of "
+               f"{{{role_key!r}, {content_key!r}}} objects")
+  messages = []
+  for i, m in enumerate(raw):
+    if not isinstance(m, dict):
+      raise _Bad("bad_field", f"field {field!r}[{i}]: expected an object, got "
+                 f"{type(m).__name__}")
+    if role_key not in m and "role" in m:  # role/content entries under "conversations"
+      rk, ck = "role", "content"
+    else:
+      rk, ck = role_key, content_key
+    role = roles.get(m.get(rk)) if isinstance(m.get(rk), str) else None
+    if role is None:
+      raise _Bad("bad_field", f"field {field!r}[{i}]: {rk} {m.get(rk)!r} is not one of "
+                 f"{sorted(roles)}")
+    if not isinstance(m.get(ck), str):
+      raise _Bad("bad_field", f"field {field!r}[{i}] ({m.get(rk)}): {ck!r} must be a string")
+    if role == "assistant" and not m[ck].strip():
+      raise _Bad("empty_target", f"field {field!r}[{i}]: empty assistant content")
+    messages.append({"role": role, "content": m[ck]})
+  if not any(m["role"] == "assistant" for m in messages):
+    raise _Bad("no_assistant", f"field {field!r} has no assistant turn, so nothing would be "
+               "trained")
+  return messages
+
+
+def _alpaca(record: dict[str, Any]) -> Messages:
+  for field in ("instruction", "output"):
+    if field not in record:
+      raise _Bad("missing_field", f"missing field {field!r} (an Alpaca record has instruction, "
+                 f"input, output; keys: {sorted(record)[:8]})")
+  instruction = _text(record, "instruction", "empty_input")
+  extra = record.get("input", "")
+  if not isinstance(extra, str):
+    raise _Bad("bad_field", f"field 'input' is {type(extra).__name__}, expected a string")
+  user = "\n".join(x for x in (instruction, extra) if x.strip())
+  messages: Messages = []
+  history = record.get("history") or []
+  if not isinstance(history, list):
+    raise _Bad("bad_field", "field 'history' must be a list of [user, assistant] pairs")
+  for i, pair in enumerate(history):
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and
+            all(isinstance(x, str) for x in pair)):
+      raise _Bad("bad_field", f"field 'history'[{i}]: expected [user, assistant] strings")
+    messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+  return messages + [{"role": "user", "content": user},
+                     {"role": "assistant", "content": _text(record, "output", "empty_target")}]
+
+
+def _citrus(record: dict[str, Any]) -> Messages:
+  target = "target" if "target" in record else "output" if "output" in record else "target"
+  for field in ("input", target):
+    if field not in record:
+      raise _Bad("missing_field", f"missing field {field!r} (keys: {sorted(record)[:8]})")
+  return [{"role": "user", "content": _text(record, "input", "empty_input")},
+          {"role": "assistant", "content": _text(record, target, "empty_target")}]
+
+
 def to_messages(record: Any) -> Messages:
-  """A Citrus or chat record -> validated messages (raises `_Bad` with a skip reason)."""
+  """A record in any of `LAYOUTS` -> validated messages (raises `_Bad` with a skip reason)."""
   if not isinstance(record, dict):
     raise _Bad("bad_json", f"expected a JSON object, got {type(record).__name__}")
   record = {k: v for k, v in record.items() if v is not None}  # absent in a table's row
   system = record.get("system")
   if system is not None and not isinstance(system, str):
     raise _Bad("bad_field", f"field 'system' is {type(system).__name__}, expected a string")
-  if "messages" in record:
-    raw = record["messages"]
-    if not isinstance(raw, list) or not raw:
-      raise _Bad("bad_field", "field 'messages' must be a non-empty list of "
-                 "{'role', 'content'} objects")
-    messages = []
-    for i, m in enumerate(raw):
-      if not isinstance(m, dict) or m.get("role") not in chat.ROLES:
-        role = m.get("role") if isinstance(m, dict) else None
-        raise _Bad("bad_field", f"field 'messages'[{i}]: role {role!r} is not one of "
-                   f"{chat.ROLES}")
-      if not isinstance(m.get("content"), str):
-        raise _Bad("bad_field", f"field 'messages'[{i}] ({m['role']}): content must be a "
-                   "string")
-      if m["role"] == "assistant" and not m["content"].strip():
-        raise _Bad("empty_target", f"field 'messages'[{i}]: empty assistant content")
-      messages.append({"role": m["role"], "content": m["content"]})
-    if not any(m["role"] == "assistant" for m in messages):
-      raise _Bad("no_assistant", "field 'messages' has no assistant turn, so nothing would be "
-                 "trained")
-  elif "input" in record or "target" in record:
-    for field in ("input", "target"):
-      if field not in record:
-        raise _Bad("missing_field", f"missing field {field!r} (keys: {sorted(record)[:8]})")
-    messages = [{"role": "user", "content": _text(record, "input", "empty_input")},
-                {"role": "assistant", "content": _text(record, "target", "empty_target")}]
+  layout = layout_of(record)
+  if layout == "messages":
+    messages = _turns(record["messages"], "messages", "role", "content",
+                      {r: r for r in chat.ROLES})
+  elif layout == "sharegpt":
+    messages = _turns(record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
+  elif layout == "alpaca":
+    messages = _alpaca(record)
+  elif layout == "citrus":
+    messages = _citrus(record)
   else:
-    raise _Bad("missing_field", "expected field 'messages', or 'input' and 'target' "
+    raise _Bad("missing_field", "expected field 'messages', 'conversations' (ShareGPT), "
+               "'instruction' + 'output' (Alpaca), or 'input' + 'target' (Citrus) "
                f"(keys: {sorted(record)[:8]})")
   if system and system.strip() and messages[0]["role"] != "system":
     messages.insert(0, {"role": "system", "content": system})
