@@ -36,7 +36,7 @@ from jax.experimental import io_callback
 from jax.experimental.layout import Layout, with_layout_constraint
 
 from citrus_jax import multihost, sharding
-from citrus_jax.model import transformer
+from citrus_jax.model import lora, transformer
 from citrus_jax.model.config import ModelConfig
 
 _NEG_INF = -jnp.inf
@@ -155,7 +155,8 @@ class _PerLayer:
 
 
 def _split_params(params: Any, n_layers: int) -> Any:
-  layers = {k: _PerLayer([a[i] for i in range(n_layers)]) for k, a in params["layers"].items()}
+  # Leaf by leaf, so LoRA-adapted and quantised kernels (dict leaves, model/lora.py) split too.
+  layers = jax.tree.map(lambda a: _PerLayer([a[i] for i in range(n_layers)]), params["layers"])
   return dict(params, layers=layers)
 
 
@@ -315,6 +316,7 @@ def generate(
     mesh: jax.sharding.Mesh | None = None,
     on_step: StepHook | None = None,
     on_step_every: int = 1,
+    merge_adapters: bool = False,
 ) -> GenerationResult:
   """Samples up to `max_new_tokens` after each prompt (temperature 0 = greedy).
 
@@ -332,6 +334,10 @@ def generate(
   tokens after the last call are only in the result. Both are static under jit: pass the same
   hashable object each call or every call recompiles. None (the default) compiles exactly what
   it did before.
+
+  LoRA-adapted (and quantised) params run as they are, base + adapters in each matmul
+  (model/lora.py); merge_adapters=True merges them into plain kernels first (then each decode
+  step does one matmul per projection).
   """
   if max_new_tokens < 1:
     raise ValueError(f"generate: max_new_tokens={max_new_tokens} must be >= 1")
@@ -357,12 +363,14 @@ def generate(
   for m, s in enumerate(seqs):
     stop_seqs_MW[m, W - len(s):] = s
 
+  if merge_adapters and lora.has_adapters(params):
+    params = jax.jit(lora.merge)(params)
   dp = sharding.data_parallel_size(mesh) if mesh is not None else 1
   B = bucket_batch(len(prompts), dp)
   P = bucket_length(max(len(p) for p in prompts))
   tokens_BP, lengths_B = left_pad(prompts, P, B, pad_id)
   if mesh is not None:
-    params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
+    params = jax.device_put(params, lora.shardings_like(params, cfg, mesh))
     tokens_BP = multihost.global_array(tokens_BP, sharding.batch_sharding(mesh, 2))
     lengths_B = multihost.global_array(lengths_B, sharding.batch_sharding(mesh, 1))
   greedy = temperature == 0.0

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from citrus_jax.model import lora, quant
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.model.rope import apply_rope, rope_tables
 
@@ -108,8 +109,17 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
   return weight.astype(x.dtype) * normed.astype(x.dtype)
 
 
-def _dense(x_ND: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
-  y = x_ND @ w.astype(x_ND.dtype)
+def _dense(x_ND: jax.Array, w: Any, b: jax.Array | None = None) -> jax.Array:
+  """x @ w (+ b). `w` is a kernel array, or a dict leaf: a quantised kernel {"q", "scale"}
+  (dequantised here, inside the matmul; see model/quant.py) or a LoRA-adapted kernel
+  {"w", "lora_a", "lora_b", "lora_scale"} (base + adapters, never merged; model/lora.py)."""
+  if isinstance(w, dict):
+    if "lora_a" in w:
+      y = _dense(x_ND, w["w"]) + lora.lora_delta(x_ND, w)
+    else:
+      y = x_ND @ quant.dequantize(w, x_ND.dtype)
+  else:
+    y = x_ND @ w.astype(x_ND.dtype)
   return y if b is None else y + b.astype(y.dtype)
 
 

@@ -228,3 +228,108 @@ def load_params(directory: str, cfg: ModelConfig | None = None, shardings: Any =
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item={"params": abstract}, restore_args={"params": restore_args}, partial_restore=True)))
   return restored["state"]["params"]
+
+
+# --------------------------------------------------------------------------- LoRA stages
+# A LoRA stage keeps only the adapters in its train state; the frozen base is a REFERENCE
+# (where it came from: random init with a seed, a params directory or an HF checkpoint) written
+# to `<dir>/lora/lora.json` with the LoRA config, checked on resume, and reloaded (then quantised
+# again, deterministically) wherever the base is needed: resume, and `peft_io.export_stage`.
+
+LORA_DIR = "lora"
+
+
+def base_reference(config: Any) -> dict[str, Any]:
+  """Where a stage's initial (= frozen base) params come from, as runtime.init_params_fn
+  reads them."""
+  init = config.init
+  if init.get("hf_dir"):
+    return {"kind": "hf", "path": os.path.abspath(init.hf_dir)}
+  if init.get("checkpoint"):
+    return {"kind": "checkpoint", "path": os.path.abspath(init.checkpoint)}
+  return {"kind": "random", "seed": int(config.seed)}
+
+
+def write_lora_meta(directory: str, cfg: ModelConfig, lcfg: Any, base_ref: dict[str, Any]
+                    ) -> None:
+  """`<directory>/lora/lora.json`; an existing one must agree (a resume with another LoRA
+  config or base would silently train something else)."""
+  path = epath.Path(directory) / LORA_DIR / "lora.json"
+  meta = {"lora": dataclasses.asdict(lcfg), "base": base_ref, "model": config_to_json(cfg)}
+  meta = json.loads(json.dumps(meta))  # tuples -> lists, as read back
+  if path.exists():
+    old = json.loads(path.read_text())
+    for field in ("lora", "base"):
+      if old.get(field) != meta[field]:
+        raise ConfigError(f"{path}: the checkpoints here were trained with {field} "
+                          f"{old.get(field)}, but this run has {meta[field]}; use another "
+                          "workdir or the same config.model.lora / config.init")
+    return
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, indent=2))
+
+
+def read_lora_meta(directory: str) -> tuple[ModelConfig, Any, dict[str, Any]]:
+  """(model config, LoraConfig, base reference) of a LoRA stage directory."""
+  from citrus_jax.model import lora
+  path = epath.Path(directory) / LORA_DIR / "lora.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: not found; {directory} is not a LoRA stage directory "
+                            "(config.model.lora.enabled was off?)")
+  meta = json.loads(path.read_text())
+  lcfg = dict(meta["lora"])
+  lcfg["targets"] = tuple(lcfg["targets"])
+  return (config_from_json(meta["model"], os.fspath(path)), lora.LoraConfig(**lcfg).validate(),
+          meta["base"])
+
+
+def load_lora_base(base_ref: dict[str, Any], cfg: ModelConfig, lcfg: Any, mesh: Any = None,
+                   shardings: Any = None) -> Any:
+  """The frozen base a reference names, on `shardings` (or the mesh's param shardings, or one
+  device), quantised as `lcfg.quant` says."""
+  from citrus_jax import sharding as sharding_lib
+  from citrus_jax.model import lora, transformer
+  if shardings is None and mesh is not None:
+    shardings = sharding_lib.param_shardings(cfg, mesh)
+  kind = base_ref.get("kind")
+  if kind == "random":
+    fn = jax.jit(lambda: transformer.init_params(cfg, jax.random.key(base_ref["seed"])),
+                 out_shardings=shardings)
+    params = fn()
+  elif kind == "checkpoint":
+    params = load_params(base_ref["path"], cfg, shardings)
+  elif kind == "hf":
+    from citrus_jax import hf
+    params = hf.load(base_ref["path"], mesh=mesh, dtype=cfg.param_dtype)[1]
+  else:
+    raise ValueError(f"unknown LoRA base reference {base_ref!r}")
+  if lcfg.quant == "none":
+    return params
+  q_sh = None
+  if shardings is not None:
+    abstract = lora.abstract_params(cfg, lcfg)[1]
+    q_sh = lora.shardings_like(abstract, cfg, next(iter(jax.tree.leaves(shardings))).mesh)
+  return lora.quantize_base(params, lcfg, q_sh)
+
+
+def save_adapters(directory: str, adapters: Any) -> None:
+  """`<directory>/lora/adapters` (Orbax): the trained adapters of a finished LoRA stage."""
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(_orbax_path(directory) / LORA_DIR / "adapters", adapters, force=True)
+  ckptr.wait_until_finished()
+
+
+def load_adapters(directory: str, cfg: ModelConfig, lcfg: Any, mesh: Any = None) -> Any:
+  """The adapters `save_adapters` wrote (on the mesh's shardings, or on one device)."""
+  from citrus_jax.model import lora
+  abstract = lora.abstract_params(cfg, lcfg)[0]
+  if mesh is not None:
+    sh = lora.shardings_like(abstract, cfg, mesh)
+  else:
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    sh = jax.tree.map(lambda _: dev, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, sh)
+  return ocp.StandardCheckpointer().restore(_orbax_path(directory) / LORA_DIR / "adapters",
+                                            abstract)
