@@ -53,6 +53,9 @@ def run_job(config) -> tuple[str, bool]:
     print(f"forward pass: logits {tuple(logits.shape)}, mean {float(logits.mean()):+.5f}, "
           f"std {float(logits.std()):.5f}")
     return workdir, False
+  if config.mode == "plan" and config.stage == "pipeline":  # every training step of the recipe
+    from citrus_jax import pipeline
+    return pipeline.plan(config, workdir, devices), False
   if config.mode == "plan":
     from citrus_jax.train import plan
     cfg = runtime.model_config_from(config)
@@ -83,7 +86,8 @@ def run_job(config) -> tuple[str, bool]:
     workdir = harness.run(config, workdir)
   elif config.stage == "pipeline":
     from citrus_jax import pipeline
-    workdir = pipeline.run(config, workdir)
+    workdir, preempted = pipeline.run_job(config, workdir)
+    return workdir, preempted
   preempted = any(str(getattr(r, "stopped_early", None) or "").startswith("preempted")
                   for r in results)
   return workdir, preempted

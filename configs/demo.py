@@ -6,12 +6,16 @@
 
 world -> sentencepiece tokenizer -> CPT -> SFT-1 -> SFT-2 -> SFT-3 -> rejection sampling ->
 CPO+SimPO -> evaluation of every stage -> HF export -> report. Rerunning the same command
-continues where it stopped (each step records `done.json` in its directory).
+continues where it stopped (each step records `done.json` in its directory). This is
+configs/citrus.py's pipeline with the clinical world as its data source; the `demo` knobs set
+the steps' overrides (citrus_jax/pipeline/clinic.py apply_knobs), and config.steps.* takes the
+rest (e.g. --config.steps.eval.skip=True).
 """
 import ml_collections
 
 from citrus_jax.demo import clinic_conditions
-from configs import base
+from citrus_jax.pipeline import clinic
+from configs import citrus
 
 # The small preset's world: three clusters of the table (chest pain, breathlessness and upper
 # abdominal pain; acute pelvic pain; rashes) whose 22 conditions each keep >= 3 look-alikes inside
@@ -51,14 +55,33 @@ _PRESETS = {
 
 
 def get_config(preset: str = "default"):
+  """configs/citrus.py's pipeline with the clinical world as its data source; the `demo` knobs
+  below set the steps' overrides (citrus_jax/pipeline/clinic.py apply_knobs)."""
   preset = preset or "default"
   if preset not in _PRESETS:
     raise ValueError(f"configs/demo.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
   p = _PRESETS[preset]
-  c = base.get_config()
-  c.stage = "pipeline"
-  c.workdir = f"runs/demo_{preset}" if preset != "default" else "runs/demo"
-  c.model.preset = p["model"]
+  none = ml_collections.config_dict.placeholder
+  c = citrus.recipe(
+      source="clinic_world", model=p["model"], mesh=(1, -1, 1),
+      cpt=citrus.step("demo", overrides=_train_keys()),
+      sft=tuple(citrus.step("demo", train_paths="", eval_paths="",
+                            overrides=_train_keys(data={"num_epochs": 0})) for _ in range(3)),
+      rl=citrus.step("demo", train_paths="", overrides=_train_keys(
+          data={"num_epochs": 1}, rl={"max_length": 0, "max_prompt_length": 0,
+                                      "beta": none(float), "gamma": none(float),
+                                      "cpo_alpha": none(float)})),
+      grpo=citrus.step("demo", skip=True, train_paths="", init_from="sft3", overrides={
+          "optim": {"lr": 0.0}, "train": {"num_steps": 0, "log_every": 1},
+          "checkpoint": {"every": 1},
+          "grpo": {"prompts_per_step": 0, "num_generations": 0, "max_new_tokens": 0,
+                   "temperature": 0.0, "loss_type": "", "max_prompt_length": 0}}),
+      rejection=citrus.rejection_step(prompt="citrus", scorer=""),
+      eval_step=citrus.eval_step("demo", checkpoints="random,cpt,sft3,rl,grpo",
+                                 baselines="random,cpt", overrides={"eval": {
+                                     "mode": "both", "prompt": "citrus", "temperature": 0.0,
+                                     "max_new_tokens": 0, "batch_size": 0, "limit": 0}}),
+      workdir=f"runs/demo_{preset}" if preset != "default" else "runs/demo")
   c.data.seq_len = p["seq_len"]
   c.data.global_batch_size = p["batch"]
   c.checkpoint.every = 50
@@ -74,7 +97,8 @@ def get_config(preset: str = "default"):
       cpt_steps=p["cpt_steps"], cpt_lr=3e-3, cpt_seq_len=p["cpt_seq_len"],
       sft_steps=p["sft_steps"], sft_lr=3e-3,
       sft_batch_sizes=p.get("sft_batch_sizes", (p["batch"],) * 3),  # rows per step, per stage
-      sft3_source="template",  # template | synth (expert-pathway synthesis output)
+      sft3_source="template",  # template | synth (expert-pathway synthesis output, sft3_path)
+      sft3_path="",
       sft3_options_fraction=1.0,  # SFT-3 chats with the options listed (the rest: open question)
       rs_questions=p["rs_questions"], rs_samples=p["rs_samples"], rs_temperature=0.7,
       rs_max_new_tokens=p["eval_max_new_tokens"], rs_min_think_chars=100,
@@ -82,9 +106,9 @@ def get_config(preset: str = "default"):
       rs_min_pairs=32,  # below this, top up with gold-chain pairs (reported separately)
       rl_epochs=p["rl_epochs"], rl_lr=1e-4, rl_max_length=p["seq_len"],
       rl_batch_size=8,  # pairs per RL step
-      rl_beta=ml_collections.config_dict.placeholder(float),  # unset: CPO+SimPO's beta 10
-      rl_gamma=ml_collections.config_dict.placeholder(float),  # unset: gamma 5.4
-      rl_cpo_alpha=ml_collections.config_dict.placeholder(float),  # unset: alpha 0.05
+      rl_beta=none(float),  # unset: CPO+SimPO's beta 10
+      rl_gamma=none(float),  # unset: gamma 5.4
+      rl_cpo_alpha=none(float),  # unset: alpha 0.05
       rl_max_prompt_length=p["seq_len"] * 2 // 3,
       # Online RL (configs/grpo.py "demo"): steps of grpo_prompts questions x grpo_generations
       # samples with verified rewards, from the SFT-3 params (grpo_from="sft3") or from CPO+SimPO's
@@ -98,4 +122,14 @@ def get_config(preset: str = "default"):
       eval_items=p["eval_items"], eval_max_new_tokens=p["eval_max_new_tokens"],
       eval_batch_size=50, decontam_n=13,
   ))
+  clinic.apply_knobs(c)
   return c
+
+
+def _train_keys(**extra: dict) -> dict:
+  """The override fields the demo knobs set (values filled by clinic.apply_knobs)."""
+  keys = {"train": {"num_steps": 0, "log_every": 0}, "optim": {"lr": 0.0},
+          "data": {"seq_len": 0, "global_batch_size": 0}, "checkpoint": {"every": 0}}
+  for section, fields in extra.items():
+    keys.setdefault(section, {}).update(fields)
+  return keys

@@ -244,3 +244,30 @@ def test_plan_table_records_a_step_that_does_not_fit(monkeypatch):
   monkeypatch.setattr(plan, "plan", oom)
   row = plan_table.plan_one("llama3_1_70b", "v6e-64", 64, [object()] * 64)
   assert row["fits"] is False and row["temp_needed"] == "36.97G" and row["n_devices"] == 64
+
+
+def test_dry_run_of_the_citrus_recipe_on_a_v5p_256():
+  """The whole recipe (configs/citrus.py) launched on a pod: the full command list, and every
+  worker runs the one pipeline command with the data paths, the gs:// workdir and 32 hosts (128 chips)."""
+  job = ["--config=configs/citrus.py:llama3_1_70b", "--config.init.hf_dir=/ckpt/Llama-3.1-70B",
+         "--config.steps.cpt.train_paths=gs://b/corpus/*.jsonl",
+         "--config.steps.sft1.train_paths=gs://b/sft/general.jsonl",
+         "--config.steps.sft2.train_paths=gs://b/sft/complex.jsonl",
+         "--config.steps.sft3.train_paths=gs://b/sft/citrus_s3.jsonl",
+         "--config.steps.rejection.questions=gs://b/rl/mcq_bank.jsonl",
+         "--config.steps.eval.data_dir=/data/benchmarks"]
+  cmds, out = _dry_run("--name=citrus", "--zone=us-east5-a", "--accelerator=v5p-256", "--spot",
+                       "--workdir=gs://b/runs/citrus_70b", "launch", "--", *job)
+  verbs = [" ".join(c[3:5]) for c in cmds if c[0] == "gcloud"]
+  assert verbs == ["tpu-vm describe", "tpu-vm create", "tpu-vm describe", "tpu-vm scp",
+                   "tpu-vm ssh", "tpu-vm ssh", "tpu-vm ssh", "tpu-vm ssh", "tpu-vm delete"]
+  assert any(c[:2] == ["git", "-C"] and "archive" in c for c in cmds)  # ships the checkout
+  create = next(c for c in cmds if c[3:5] == ["tpu-vm", "create"])
+  assert {"--accelerator-type=v5p-256", "--version=v2-alpha-tpuv5", "--spot"} <= set(create)
+  start = [c for c in cmds if c[3:5] == ["tpu-vm", "ssh"]][1]
+  assert _flag(start, "worker") == "all"
+  main_line = next(l for l in _flag(start, "command").splitlines() if "citrus_jax.main" in l)
+  assert shlex.split(main_line)[1:] == ["-m", "citrus_jax.main", *job,
+                                        "--config.workdir=gs://b/runs/citrus_70b",
+                                        "--config.distributed.num_processes=32"]
+  assert "[launch] job finished" in out

@@ -1,18 +1,36 @@
-"""The demo's report: report.md, a loss-curve figure and summary.json, from the steps' results."""
+"""A pipeline run's report: report.md, a loss-curve figure and summary.json, from the steps'
+results (citrus_jax/pipeline/; the demo's and configs/citrus.py's runs alike).
+
+report.md is a list of sections (`SECTIONS`): each takes a `Report` and returns its markdown, or
+None when its steps did not run. A new section is one function appended there; summary.json
+keys are added in `build_summary`.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 from citrus_jax.train import metrics_log
 
-EVAL_ORDER = ("random", "cpt", "sft3", "rl", "grpo")
+EVAL_ORDER = ("random", "init", "cpt", "sft1", "sft2", "sft3", "rl", "grpo")
 # (panel title, stage directory, metric): losses for the supervised and preference stages, the
 # mean verified reward of each step's rollouts for GRPO.
 CURVES = (("CPT", "cpt", "loss"), ("SFT-1", "sft/sft1", "loss"), ("SFT-2", "sft/sft2", "loss"),
           ("SFT-3", "sft/sft3", "loss"), ("CPO+SimPO", "rl", "loss"),
           ("GRPO reward", "grpo", "reward/mean"))
+
+
+@dataclasses.dataclass
+class Report:
+  workdir: str
+  steps: dict[str, Any]  # step name -> its done.json results ({"skipped": True} if skipped)
+  summary: dict[str, Any]
+  demo: bool  # the clinic world (configs/demo.py): its groups and wording
+
+  def ran(self, name: str) -> bool:
+    return name in self.steps and not self.steps[name].get("skipped")
 
 
 def loss_curves(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -48,127 +66,187 @@ def _pct(x: Any) -> str:
 
 
 def paired_test(eval_dir: str, base: str = "sft3", final: str = "rl") -> dict[str, Any] | None:
-  """McNemar exact test and paired bootstrap of `final` vs `base` on the items both answered."""
+  """McNemar exact test and paired bootstrap of `final` vs `base` on the items both answered
+  (the first benchmark with a result; every benchmark's row under "benchmarks")."""
   from citrus_jax.eval import compare
   paths = [os.path.join(eval_dir, f"{name}_items.jsonl") for name in (base, final)]
-  if not all(os.path.exists(p) for p in paths):
+  if base == final or not all(os.path.exists(p) for p in paths):
     return None
-  (row,) = compare.compare_predictions(*paths)["benchmarks"].values()
-  return None if row["p"] is None else {"base": base, "final": final, **row}
+  try:
+    compared = compare.compare_predictions(*paths)["benchmarks"]
+  except ValueError:  # a side scored by log-likelihood only: no generations to pair
+    return None
+  rows = {k: r for k, r in compared.items() if r["p"] is not None}
+  if not rows:
+    return None
+  first = next(iter(rows.values()))
+  return {"base": base, "final": final, **first,
+          **({"benchmarks": rows} if len(rows) > 1 else {})}
 
 
-def _rl_rows(workdir: str, steps: dict[str, Any]) -> str:
-  """One row per RL stage: what it trained on and how long."""
-  lines = ["| stage | starts from | trained on | steps | seconds |", "|---|---|---|---|---|"]
-  if "rl" in steps:
-    lines.append(f"| CPO+SimPO (rl) | sft3 | {steps['rejection']['n_pairs']} rejection-sampled pairs | "
-                 f"{steps['rl'].get('steps')} | {steps['rl'].get('wall_s', 0):.0f} |")
-  if "grpo" in steps:
-    rows = metrics_log.read_metrics(os.path.join(workdir, "grpo", "metrics.jsonl"), "train/")
-    r = [rows[s].get("train/reward/mean", 0.0) for s in sorted(rows)]
-    k = max(len(r) // 4, 1)
-    trend = (f"; mean reward {sum(r[:k]) / k:.2f} (first {k} steps) -> {sum(r[-k:]) / k:.2f} "
-             f"(last {k})") if r else ""
-    lines.append(f"| GRPO (grpo) | {steps['grpo'].get('init', 'rl')} | group rollouts on the RL "
-                 f"questions{trend} | "
-                 f"{steps['grpo'].get('steps')} | {steps['grpo'].get('wall_s', 0):.0f} |")
-  return "\n".join(lines)
+def _stage_row(r: dict[str, Any]) -> dict[str, Any]:
+  return {"accuracy": r.get("acc"), "n": r.get("n"), "valid_acc": r.get("valid_acc"),
+          "no_answer": r.get("n_no_answer"), "loglik_acc": r.get("loglik", {}).get("acc"),
+          "loglik_acc_norm": r.get("loglik", {}).get("acc_norm"),
+          "by_group": r.get("by_group", {}),
+          "benchmarks": {k: {"accuracy": b.get("acc"), "n": b.get("n"),
+                             "loglik_acc": b.get("loglik", {}).get("acc")}
+                         for k, b in r.get("benchmarks", {}).items()}}
 
 
-def write(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
-  """Writes report.md, loss_curves.png and summary.json; prints the summary table."""
-  evals = steps["eval"]["results"]
-  walls = {k: v.get("wall_s", 0.0) for k, v in steps.items()}
-  groups = sorted({g for r in evals.values() for g in r.get("by_group", {})})
-  summary = {
-      "stages": {name: {"accuracy": evals[name].get("acc"), "n": evals[name]["n"],
-                        "valid_acc": evals[name].get("valid_acc"),
-                        "no_answer": evals[name].get("n_no_answer"),
-                        "loglik_acc": evals[name].get("loglik", {}).get("acc"),
-                        "loglik_acc_norm": evals[name].get("loglik", {}).get("acc_norm"),
-                        "by_group": evals[name].get("by_group", {})}
-                 for name in EVAL_ORDER if name in evals},
+def build_summary(workdir: str, steps: dict[str, Any]) -> dict[str, Any]:
+  evals = steps.get("eval", {}).get("results", {})
+  walls = {k: v.get("wall_s", 0.0) for k, v in steps.items() if isinstance(v, dict)
+           and "wall_s" in v}
+  rej = steps.get("rejection", {})
+  names = list(evals)
+  base = "sft3" if "sft3" in evals else names[0] if names else None
+  return {
+      "stages": {name: _stage_row(evals[name]) for name in names},
       "wall_s": {**walls, "total": sum(walls.values())},
-      "hf_export": steps["export"]["hf_export"],
-      "rl_pairs": {"kept": steps["rejection"]["n_pairs"],
-                   "from_samples": steps["rejection"].get("n_sampled_pairs"),
-                   "gold_fallback": steps["rejection"].get("n_fallback_pairs", 0),
-                   "stats": steps["rejection"]["stats"]},
-      "decontamination": steps["data"].get("decontamination"),
-      "paired_test": paired_test(os.path.join(workdir, "eval"),
-                                 final=[n for n in EVAL_ORDER if n in evals][-1]),
+      "hf_export": steps.get("export", {}).get("hf_export"),
+      "rl_pairs": None if rej.get("skipped") or not rej else {
+          "kept": rej["n_pairs"], "from_samples": rej.get("n_sampled_pairs"),
+          "gold_fallback": rej.get("n_fallback_pairs", 0), "stats": rej.get("stats")},
+      "decontamination": steps.get("data", {}).get("decontamination"),
+      "paired_test": paired_test(os.path.join(workdir, "eval"), base=base, final=names[-1])
+      if names else None,
+      "skipped": sorted(k for k, v in steps.items() if isinstance(v, dict) and v.get("skipped")),
   }
-  figure = plot(loss_curves(workdir), os.path.join(workdir, "loss_curves.png"))
-  head = ("| checkpoint | accuracy (generate) | valid acc | no answer | loglik acc | "
-          "loglik acc_norm | " + " | ".join(groups) + " |")
+
+
+def eval_table(r: Report) -> str:
+  stages = r.summary["stages"]
+  groups = sorted({g for s in stages.values() for g in s["by_group"]})
+  head = "| " + " | ".join(["checkpoint", "accuracy (generate)", "valid acc", "no answer",
+                            "loglik acc", "loglik acc_norm", *groups]) + " |"
   lines = [head, "|" + "---|" * (6 + len(groups))]
-  for name, s in summary["stages"].items():
+  for name, s in stages.items():
     gen = "not generated" if s["accuracy"] is None else f"{_pct(s['accuracy'])} (n={s['n']})"
     cells = [name, gen, _pct(s["valid_acc"]),
-             "-" if s["no_answer"] is None else str(s["no_answer"]), _pct(s["loglik_acc"]), _pct(s["loglik_acc_norm"])]
+             "-" if s["no_answer"] is None else str(s["no_answer"]), _pct(s["loglik_acc"]),
+             _pct(s["loglik_acc_norm"])]
     cells += [f"{_pct(s['by_group'][g]['acc'])} (n={s['by_group'][g]['n']})"
               if g in s["by_group"] else "-" for g in groups]
     lines.append("| " + " | ".join(cells) + " |")
-  table = "\n".join(lines)
-  pt = summary["paired_test"]
-  paired = "(no per-item records to pair)" if pt is None else (
-      f"{pt['final']} vs {pt['base']} on the same {pt['n']} items: {_pct(pt['acc_b'])} vs "
-      f"{_pct(pt['acc_a'])} ({100 * pt['diff']:+.1f} points); right "
-      f"only after {pt['final']}: {pt['b_only']}, only before: {pt['a_only']}; McNemar exact "
-      f"p = {pt['p']:.3g}; 95% bootstrap interval of the difference "
-      f"[{100 * pt['diff_ci95'][0]:+.1f}, {100 * pt['diff_ci95'][1]:+.1f}] points")
-  rs = steps["rejection"]["stats"]
-  rl_rows = _rl_rows(workdir, steps)
-  wall_rows = "\n".join(f"| {k} | {v:.0f} |" for k, v in summary["wall_s"].items())
-  md = f"""# Citrus demo report
+  return "\n".join(lines)
 
-Held-out test split of the clinical world: 4-option MCQs, never used for any choice. Chance is 25%.
-Generation uses the Citrus prompt (greedy); log-likelihood scores each option's text.
 
-{table}
+def _paired_line(pt: dict[str, Any] | None) -> str:
+  if pt is None:
+    return "(no per-item records to pair)"
+  return (f"{pt['final']} vs {pt['base']} on the same {pt['n']} items: {_pct(pt['acc_b'])} vs "
+          f"{_pct(pt['acc_a'])} ({100 * pt['diff']:+.1f} points); right only after "
+          f"{pt['final']}: {pt['b_only']}, only before: {pt['a_only']}; McNemar exact p = "
+          f"{pt['p']:.3g}; 95% bootstrap interval of the difference "
+          f"[{100 * pt['diff_ci95'][0]:+.1f}, {100 * pt['diff_ci95'][1]:+.1f}] points")
 
-Paired test (final vs SFT-3): {paired}
 
-RL stages:
+def section_eval(r: Report) -> str | None:
+  if not r.summary["stages"]:
+    return None
+  if r.demo:
+    intro = ("Held-out test split of the clinical world: 4-option MCQs, never used for any "
+             "choice. Chance is 25%.\nGeneration uses the Citrus prompt (greedy); "
+             "log-likelihood scores each option's text.")
+  else:
+    intro = "Benchmarks: " + ", ".join(sorted({b for s in r.summary["stages"].values()
+                                               for b in s["benchmarks"]})) + "."
+  out = [intro, "", eval_table(r), ""]
+  multi = [s for s in r.summary["stages"].values() if len(s["benchmarks"]) > 1]
+  if multi:
+    benches = sorted({b for s in r.summary["stages"].values() for b in s["benchmarks"]})
+    out += ["Per benchmark (accuracy, generate; macro average above):", "",
+            "| checkpoint | " + " | ".join(benches) + " |", "|" + "---|" * (1 + len(benches))]
+    for name, s in r.summary["stages"].items():
+      out.append(f"| {name} | " + " | ".join(
+          _pct(s["benchmarks"].get(b, {}).get("accuracy")) for b in benches) + " |")
+    out.append("")
+  pt = r.summary["paired_test"]
+  base = pt["base"] if pt else "SFT-3"
+  out.append(f"Paired test (final vs {base}): {_paired_line(pt)}")
+  return "\n".join(out)
 
-{rl_rows}
 
-Stages that did not help are shown as measured; groups: `unique_finding` (a finding unique to the
-diagnosis), `shared_only` (decided by weighing shared findings), `cpt_only` (conditions seen only
-in the CPT corpus).
+def section_rl(r: Report) -> str | None:
+  lines = ["RL stages:", "", "| stage | starts from | trained on | steps | seconds |",
+           "|---|---|---|---|---|"]
+  if r.ran("rl"):
+    pairs = r.summary["rl_pairs"]
+    data = f"{pairs['kept']} rejection-sampled pairs" if pairs else "the given pairs"
+    lines.append(f"| CPO+SimPO (rl) | {r.steps['rl'].get('start', 'sft3')} | {data} | {r.steps['rl'].get('steps')} | "
+                 f"{r.steps['rl'].get('wall_s', 0):.0f} |")
+  if r.ran("grpo"):
+    rows = metrics_log.read_metrics(os.path.join(r.workdir, "grpo", "metrics.jsonl"), "train/")
+    rw = [rows[s].get("train/reward/mean", 0.0) for s in sorted(rows)]
+    k = max(len(rw) // 4, 1)
+    trend = (f"; mean reward {sum(rw[:k]) / k:.2f} (first {k} steps) -> {sum(rw[-k:]) / k:.2f} "
+             f"(last {k})") if rw else ""
+    lines.append(f"| GRPO (grpo) | {r.steps['grpo'].get('init', 'rl')} | group rollouts on the "
+                 f"RL questions{trend} | {r.steps['grpo'].get('steps')} | "
+                 f"{r.steps['grpo'].get('wall_s', 0):.0f} |")
+  if len(lines) == 4:
+    return None
+  if r.demo:
+    lines += ["", "Stages that did not help are shown as measured; groups: `unique_finding` (a "
+              "finding unique to the\ndiagnosis), `shared_only` (decided by weighing shared "
+              "findings), `cpt_only` (conditions seen only\nin the CPT corpus)."]
+  return "\n".join(lines)
 
-## Loss curves
 
-![loss curves](loss_curves.png)
+def section_curves(r: Report) -> str | None:
+  return "## Loss curves\n\n![loss curves](loss_curves.png)" if r.summary.get("figure") else None
 
-## RL pairs (rejection sampling of the SFT-3 model)
 
-Pairs kept: {steps['rejection']['n_pairs']} ({steps['rejection'].get('n_sampled_pairs')} from the
-model's own samples, {steps['rejection'].get('n_fallback_pairs', 0)} gold-chain fallback pairs where
-no sample was correct). Sampling statistics:
+def section_pairs(r: Report) -> str | None:
+  pairs = r.summary["rl_pairs"]
+  if not pairs:
+    return None
+  return (f"## RL pairs (rejection sampling of the SFT-3 model)\n\nPairs kept: {pairs['kept']} "
+          f"({pairs['from_samples']} from the\nmodel's own samples, {pairs['gold_fallback']} "
+          "gold-chain fallback pairs where\nno sample was correct). Sampling statistics:\n\n"
+          f"```\n{json.dumps(pairs['stats'], indent=2)[:3000]}\n```")
 
-```
-{json.dumps(rs, indent=2)[:3000]}
-```
 
-## Wall time (seconds)
+def section_wall(r: Report) -> str:
+  rows = "\n".join(f"| {k} | {v:.0f} |" for k, v in r.summary["wall_s"].items())
+  skipped = r.summary["skipped"]
+  note = f"\n\nSkipped steps: {', '.join(skipped)}." if skipped else ""
+  return f"## Wall time (seconds)\n\n| step | seconds |\n|---|---|\n{rows}{note}"
 
-| step | seconds |
-|---|---|
-{wall_rows}
 
-## Hugging Face export
+def section_export(r: Report) -> str | None:
+  if not r.summary["hf_export"]:
+    return None
+  return (f"## Hugging Face export\n\n`{r.summary['hf_export']}` (loads with "
+          "`transformers.AutoModelForCausalLM.from_pretrained`).")
 
-`{summary['hf_export']}` (loads with `transformers.AutoModelForCausalLM.from_pretrained`).
-"""
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(md)
-  summary["figure"] = figure
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  print("\n" + table + "\n", flush=True)
-  print(f"paired test: {paired}", flush=True)
-  print(f"RL pairs kept: {steps['rejection']['n_pairs']}; total wall time "
+
+SECTIONS: list[Callable[[Report], str | None]] = [
+    section_eval, section_rl, section_curves, section_pairs, section_wall, section_export]
+
+
+def write(workdir: str, steps: dict[str, Any], config: Any = None) -> dict[str, Any]:
+  """Writes report.md, loss_curves.png and summary.json; prints the summary table."""
+  import jax
+  demo = config is None or config.pipeline.get("source") == "clinic_world"
+  summary = build_summary(workdir, steps)
+  curves = loss_curves(workdir)
+  if curves and jax.process_index() == 0:
+    summary["figure"] = plot(curves, os.path.join(workdir, "loss_curves.png"))
+  r = Report(workdir, steps, summary, demo)
+  title = "# Citrus demo report" if demo else "# Citrus run report"
+  md = "\n\n".join([title, *[s for s in (f(r) for f in SECTIONS) if s]]) + "\n"
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+      f.write(md)
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  if summary["stages"]:
+    print("\n" + eval_table(r) + "\n", flush=True)
+  print(f"paired test: {_paired_line(summary['paired_test'])}", flush=True)
+  pairs = summary["rl_pairs"]
+  print(f"RL pairs kept: {pairs['kept'] if pairs else '-'}; total wall time "
         f"{summary['wall_s']['total']:.0f}s; HF export: {summary['hf_export']}", flush=True)
   print(f"report: {os.path.join(workdir, 'report.md')}", flush=True)
   return summary
