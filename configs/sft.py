@@ -17,8 +17,11 @@ trained spans and the loss-mask audit, then exits.
 Presets: tiny (tests), demo (laptop CPU), citrus_llama3_1_8b, citrus_llama3_1_70b,
 citrus_qwen2_5_72b, citrus_qwen3_8b, citrus_qwen3_32b (Citrus SFT defaults: lr 5e-6 cosine,
 5% warmup, 3 epochs, AdamW wd 0.1, 8192 tokens, 512 sequences per batch, bf16 compute, full
-remat).
+remat); LoRA: lora_tiny (tests, CPU), citrus_lora_llama3_1_70b (70B on a few chips). Any preset
+trains LoRA adapters with --config.model.lora.enabled=True (config.model.lora, below).
 """
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -39,7 +42,30 @@ _PRESETS = {
                         ("sft1", "sft2", "sft3")),
     "citrus_qwen3_32b": ("qwen3_32b", (1, -1, 8), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
                          ("sft1", "sft2", "sft3")),
+    # LoRA (config.model.lora, see below). lora_tiny: the tiny random model on the shipped
+    # fixture (tests/fixtures/lora), < 1 minute on CPU; leaves <workdir>/export/{peft,base,merged}.
+    "lora_tiny": ("tiny", (1, -1, 1), 256, 8, 3e-3, 12, 0, "none", "float32", ("sft",)),
+    # Citrus SFT of Llama-3.1-70B with LoRA r=16 on every projection, on a few chips: the frozen
+    # base in bf16 (no optimizer state), FSDP over all chips (v5p-8 = 4 chips, v6e-8 = 8 chips;
+    # --config.model.lora.quant=nf4 for QLoRA), LoRA learning rate 2e-4.
+    "citrus_lora_llama3_1_70b": ("llama3_1_70b", (1, -1, 1), 8192, 512, 2e-4, 0, 3, "full",
+                                 "bfloat16", ("sft1", "sft2", "sft3")),
 }
+
+_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
+                        "lora")
+
+
+def lora_section(enabled: bool = False, rank: int = 8, alpha: float = 16.0,
+                 targets: str = "q,k,v,o,gate,up,down", dropout: float = 0.0,
+                 rslora: bool = False, quant: str = "none") -> ml_collections.ConfigDict:
+  """config.model.lora: LoRA adapters on the named projections (q k v o gate up down, or the
+  HF names q_proj ..) with the base frozen; scale alpha/r (rslora: alpha/sqrt(r)); dropout on
+  the adapters' input; quant none | int8 | nf4 stores the frozen base quantised (QLoRA) in
+  blocks of quant_block input entries; dtype of the adapters. See citrus_jax/model/lora.py."""
+  return ml_collections.ConfigDict(dict(
+      enabled=enabled, rank=rank, alpha=alpha, targets=targets, dropout=dropout, rslora=rslora,
+      quant=quant, quant_block=64, dtype="float32"))
 
 
 def stage(name: str, train_paths: str = "", eval_paths: str = "", lr: float | None = None,
@@ -69,6 +95,17 @@ def get_config(preset: str = "tiny"):
   c.optim.warmup_frac = 0.05
   c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8
   c.optim.weight_decay = 0.1
+  paper = preset.startswith("citrus_")
+  # As the reference SFT loop decays (model_train/supervised_finetune.py: no_decay = ["bias",
+  # "LayerNorm.weight"], which matches no Llama/Qwen norm name): RMSNorm weights decayed,
+  # biases not (train/optim.decay_mask). tiny/demo keep HF Trainer's rule (neither decayed).
+  c.optim.decay_norms = paper
+  c.optim.decay_biases = False
+  # "examples": global_batch_size counts whole examples and 3 epochs train 3 x floor(N / 512)
+  # steps, as the reference (supervised_finetune.py: 2 per GPU x 8 accumulation x 32 GPUs, one
+  # example per sequence, drop_last); packed rows per step are chosen to fill them
+  # (data/sft.plan_example_batches). "rows": packed rows per step.
+  c.data.batch_unit = "examples" if paper else "rows"
   c.train.num_steps = steps
   c.checkpoint.every = 10 if preset == "tiny" else 100 if preset == "demo" else 200
   c.sft = ml_collections.ConfigDict(dict(
@@ -79,4 +116,18 @@ def get_config(preset: str = "tiny"):
       split="train",  # for `datasets` directories
       inspect_examples=3,  # --config.mode=inspect shows this many rendered examples per stage
   ))
+  c.model.lora = lora_section()  # off unless a LoRA preset or --config.model.lora.enabled=True
+  if preset == "lora_tiny":
+    c.model.lora = lora_section(True, rank=4, alpha=8.0, dropout=0.05)
+    c.data.train_paths = os.path.normpath(os.path.join(_FIXTURE, "sft.jsonl"))
+    c.tokenizer.path = os.path.normpath(os.path.join(_FIXTURE, "tok.model"))
+    c.optim.warmup_frac = 0.0
+    c.train.log_every = 2
+    c.checkpoint.every = 6
+    c.tensorboard = False
+  elif preset == "citrus_lora_llama3_1_70b":
+    c.model.lora = lora_section(True, rank=16, alpha=32.0, dropout=0.05)
+    c.model.param_dtype = "bfloat16"  # the frozen base; adapters and their AdamW state fp32
+    c.optim.weight_decay = 0.0
+    c.optim.grad_accum = 128  # 1 sequence per chip per microbatch on 4 chips (v5p-8)
   return c
