@@ -253,3 +253,34 @@ def test_format_example_marks_trained_spans(toks):
   assert "Which test first?" in text.split("[[")[0]
   colored = sft.format_example(tokens, weights, tok, color=True)
   assert "\x1b[1;32mAn ECG.<|im_end|>\x1b[0m" in colored
+
+
+def test_example_batches_match_the_reference_step_count(toks):
+  """global_batch_size counted in examples: steps = epochs x floor(N / G) as the reference's
+  drop_last DataLoader of one example per sequence trains; packed rows per step chosen so the
+  epochs' rows fill exactly those steps."""
+  tok = toks["sp_llama3"]
+  data = sft.load_sft([CITRUS, CHAT, ARRAY], tok, 384)
+  n = data.audit.examples
+  G, E = 4, 3
+  assert sft.example_steps(n, G, E) == E * (n // G)
+  # The reference's loop (drop_last per epoch, one example per sequence), counted directly.
+  ref_steps = sum(len(range(0, n - G + 1, G)) for _ in range(E))
+  flat = sft.plan_example_batches(data, 384, G, E, pack=False)
+  assert (flat.steps, flat.rows_per_step) == (ref_steps, G)
+  packed = sft.plan_example_batches(data, 384, G, E, pack=True, seed=3, multiple_of=2)
+  assert packed.steps == ref_steps and packed.rows_per_step % 2 == 0
+  assert packed.rows_per_step < G  # denser rows: fewer rows than examples per step
+  batches = list(sft.make_sft_dataset(data, tok, 384, packed.rows_per_step, pack=True, seed=3,
+                                      num_epochs=E, process_index=0, process_count=1))
+  assert len(batches) >= packed.steps  # E epochs fill the steps...
+  seen = sum(len(set(row[row > 0].tolist())) for b in batches[:packed.steps]
+             for row in np.asarray(b["segment_ids"]))
+  assert seen / packed.steps == pytest.approx(G, rel=0.35)  # ...at ~G examples per step
+  print(f"\n[sft] {n} examples, G={G}, E={E}: {packed.steps} steps of {packed.rows_per_step} "
+        f"packed rows, {seen / packed.steps:.2f} examples per step")
+  assert "as the reference counts" in packed.describe()
+  with pytest.raises(ValueError, match="no full batch"):
+    sft.plan_example_batches(data, 384, n + 1, E)
+  with pytest.raises(ValueError, match="does not split over 3"):
+    sft.plan_example_batches(data, 384, G, E, pack=False, multiple_of=3)

@@ -43,137 +43,16 @@ import numpy as np
 
 from citrus_jax import chat
 from citrus_jax.data import packing, pipeline, records, sources
+from citrus_jax.data.sft_layouts import (LAYOUTS, SHAREGPT_ROLES, _Bad, layout_of,  # noqa: F401
+                                         to_messages)
 from citrus_jax.data.sources import DataError
 
 Messages = list[dict[str, str]]
 KINDS = ("auto", "jsonl", "json", "hf")
 
 
-class _Bad(Exception):
-  """A per-record problem: a skip reason and a message (without the location)."""
-
-  def __init__(self, reason: str, message: str):
-    super().__init__(message)
-    self.reason = reason
-
-
 # ------------------------------------------------------------------------------ records
-
-
-def _text(obj: dict[str, Any], field: str, reason: str) -> str:
-  value = obj[field]
-  if not isinstance(value, str):
-    raise _Bad("bad_field", f"field {field!r} is {type(value).__name__}, expected a string")
-  if not value.strip():
-    raise _Bad(reason, f"field {field!r} is empty")
-  return value
-
-
-LAYOUTS = ("messages", "sharegpt", "alpaca", "citrus")
-# ShareGPT speaker names -> chat roles (FastChat / LLaMA-Factory tags, and the OpenAI names).
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}
-
-
-def layout_of(record: dict[str, Any]) -> str | None:
-  """Which of `LAYOUTS` a record is in (by its fields), or None."""
-  if "messages" in record:
-    return "messages"
-  if "conversations" in record:
-    return "sharegpt"
-  if "instruction" in record:
-    return "alpaca"
-  if "input" in record or "target" in record or "output" in record:
-    return "citrus"
-  return None
-
-
-def _turns(raw: Any, field: str, role_key: str, content_key: str,
-           roles: dict[str, str]) -> Messages:
-  if not isinstance(raw, list) or not raw:
-    raise _Bad("bad_field", f"field {field!r} must be a non-empty list of "
-               f"{{{role_key!r}, {content_key!r}}} objects")
-  messages = []
-  for i, m in enumerate(raw):
-    if not isinstance(m, dict):
-      raise _Bad("bad_field", f"field {field!r}[{i}]: expected an object, got "
-                 f"{type(m).__name__}")
-    if role_key not in m and "role" in m:  # role/content entries under "conversations"
-      rk, ck = "role", "content"
-    else:
-      rk, ck = role_key, content_key
-    role = roles.get(m.get(rk)) if isinstance(m.get(rk), str) else None
-    if role is None:
-      raise _Bad("bad_field", f"field {field!r}[{i}]: {rk} {m.get(rk)!r} is not one of "
-                 f"{sorted(roles)}")
-    if not isinstance(m.get(ck), str):
-      raise _Bad("bad_field", f"field {field!r}[{i}] ({m.get(rk)}): {ck!r} must be a string")
-    if role == "assistant" and not m[ck].strip():
-      raise _Bad("empty_target", f"field {field!r}[{i}]: empty assistant content")
-    messages.append({"role": role, "content": m[ck]})
-  if not any(m["role"] == "assistant" for m in messages):
-    raise _Bad("no_assistant", f"field {field!r} has no assistant turn, so nothing would be "
-               "trained")
-  return messages
-
-
-def _alpaca(record: dict[str, Any]) -> Messages:
-  for field in ("instruction", "output"):
-    if field not in record:
-      raise _Bad("missing_field", f"missing field {field!r} (an Alpaca record has instruction, "
-                 f"input, output; keys: {sorted(record)[:8]})")
-  instruction = _text(record, "instruction", "empty_input")
-  extra = record.get("input", "")
-  if not isinstance(extra, str):
-    raise _Bad("bad_field", f"field 'input' is {type(extra).__name__}, expected a string")
-  user = "\n".join(x for x in (instruction, extra) if x.strip())
-  messages: Messages = []
-  history = record.get("history") or []
-  if not isinstance(history, list):
-    raise _Bad("bad_field", "field 'history' must be a list of [user, assistant] pairs")
-  for i, pair in enumerate(history):
-    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and
-            all(isinstance(x, str) for x in pair)):
-      raise _Bad("bad_field", f"field 'history'[{i}]: expected [user, assistant] strings")
-    messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-  return messages + [{"role": "user", "content": user},
-                     {"role": "assistant", "content": _text(record, "output", "empty_target")}]
-
-
-def _citrus(record: dict[str, Any]) -> Messages:
-  target = "target" if "target" in record else "output" if "output" in record else "target"
-  for field in ("input", target):
-    if field not in record:
-      raise _Bad("missing_field", f"missing field {field!r} (keys: {sorted(record)[:8]})")
-  return [{"role": "user", "content": _text(record, "input", "empty_input")},
-          {"role": "assistant", "content": _text(record, target, "empty_target")}]
-
-
-def to_messages(record: Any) -> Messages:
-  """A record in any of `LAYOUTS` -> validated messages (raises `_Bad` with a skip reason)."""
-  if not isinstance(record, dict):
-    raise _Bad("bad_json", f"expected a JSON object, got {type(record).__name__}")
-  record = {k: v for k, v in record.items() if v is not None}  # absent in a table's row
-  system = record.get("system")
-  if system is not None and not isinstance(system, str):
-    raise _Bad("bad_field", f"field 'system' is {type(system).__name__}, expected a string")
-  layout = layout_of(record)
-  if layout == "messages":
-    messages = _turns(record["messages"], "messages", "role", "content",
-                      {r: r for r in chat.ROLES})
-  elif layout == "sharegpt":
-    messages = _turns(record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
-  elif layout == "alpaca":
-    messages = _alpaca(record)
-  elif layout == "citrus":
-    messages = _citrus(record)
-  else:
-    raise _Bad("missing_field", "expected field 'messages', 'conversations' (ShareGPT), "
-               "'instruction' + 'output' (Alpaca), or 'input' + 'target' (Citrus) "
-               f"(keys: {sorted(record)[:8]})")
-  if system and system.strip() and messages[0]["role"] != "system":
-    messages.insert(0, {"role": "system", "content": system})
-  return messages
+# (the layouts: citrus_jax/data/sft_layouts.py)
 
 
 class _JsonlReader:
@@ -529,6 +408,84 @@ def count_batches(data: SftData, seq_len: int, global_batch_size: int, num_epoch
                   final_batch="drop", process_index=p, process_count=process_count)
     counts.append(sum(1 for _ in it))
   return min(counts)
+
+
+# ------------------------------------------------------------------------------ example batches
+#
+# The reference counts its global batch in examples: Citrus model_train/supervised_finetune.py
+# trains one example per sequence (padded, no packing) with DataLoader(drop_last=True) and
+# train_batch_size = bsz_per_gpu x GPUs x grad_accum = 512, so E epochs of N examples are
+# E x floor(N / 512) optimizer steps (its scheduler's num_training_steps, floor(floor(N / bsz) x E /
+# accum / GPUs), differs from that by less than E). With `batch_unit = "examples"` a stage
+# trains exactly that many steps; with packing the rows per step are chosen so that the E epochs
+# of packed rows fill those steps, i.e. each step still sees ~G examples on average.
+
+BATCH_UNITS = ("rows", "examples")
+
+
+def example_steps(n_examples: int, examples_per_step: int, num_epochs: int) -> int:
+  """Optimizer steps of `num_epochs` epochs in batches of `examples_per_step` whole examples,
+  each epoch dropping its last short batch (the reference's count)."""
+  if examples_per_step < 1 or num_epochs < 1:
+    raise ValueError(f"need examples_per_step >= 1 and num_epochs >= 1, got "
+                     f"{examples_per_step} and {num_epochs}")
+  return int(num_epochs) * (int(n_examples) // int(examples_per_step))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExamplePlan:
+  """How a stage whose batch is counted in examples runs: `steps` optimizer steps (the
+  reference's), each of `rows_per_step` rows (packed: fewer rows than examples)."""
+  steps: int
+  rows_per_step: int
+  examples_per_step: int
+  num_epochs: int
+  examples: int
+  rows: int  # rows the num_epochs epochs make (>= steps x rows_per_step)
+
+  @property
+  def mean_examples_per_step(self) -> float:
+    return self.num_epochs * self.examples / max(self.steps, 1)
+
+  def describe(self) -> str:
+    return (f"{self.steps} steps = {self.num_epochs} epoch(s) x floor({self.examples} examples / "
+            f"{self.examples_per_step} per step), as the reference counts; {self.rows_per_step} "
+            f"rows per step ({self.mean_examples_per_step:.1f} examples per step on average)")
+
+
+def plan_example_batches(data: SftData, seq_len: int, examples_per_step: int, num_epochs: int,
+                         *, pack: bool = True, seed: int = 0, shuffle: bool = True,
+                         process_count: int = 1, multiple_of: int = 1) -> ExamplePlan:
+  """The step count and rows per step for a global batch of `examples_per_step` examples.
+
+  Without packing a row is one example, so rows per step = examples per step. With packing the
+  packer is replayed on the lengths (as `count_batches`) to count the rows `num_epochs` epochs
+  make, and rows per step = floor(rows / steps), rounded down to `multiple_of` (the process
+  count, or the data-parallel size the batch is sharded over): the pipeline, run for
+  `num_epochs` epochs in batches of that many rows, then gives at least `steps` full batches.
+  """
+  steps = example_steps(data.audit.examples, examples_per_step, num_epochs)
+  if steps <= 0:
+    raise ValueError(f"{data.audit.examples} examples make no full batch of {examples_per_step} "
+                     "examples; lower the global batch or add data")
+  multiple = max(int(multiple_of), int(process_count), 1)
+  if not pack:
+    if examples_per_step % multiple:
+      raise ValueError(f"a global batch of {examples_per_step} examples (one per row) does not "
+                       f"split over {multiple} (processes / data-parallel devices)")
+    return ExamplePlan(steps, examples_per_step, examples_per_step, num_epochs,
+                       data.audit.examples, num_epochs * data.audit.examples)
+  per_process = count_batches(data, seq_len, process_count, num_epochs, pack=True, seed=seed,
+                              shuffle=shuffle, process_count=process_count)
+  rows = per_process * process_count  # the fewest any process packs, times the processes
+  rows_per_step = (rows // steps) // multiple * multiple
+  if rows_per_step < multiple:
+    raise ValueError(
+        f"{num_epochs} epoch(s) of {data.audit.examples} examples pack into {rows} rows of "
+        f"{seq_len + 1} tokens, fewer than {steps} steps x {multiple} rows; with batches of "
+        f"{examples_per_step} examples use pack=False, or count the batch in rows")
+  return ExamplePlan(steps, rows_per_step, examples_per_step, num_epochs, data.audit.examples,
+                     rows)
 
 
 # ------------------------------------------------------------------------------ inspection

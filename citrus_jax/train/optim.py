@@ -32,12 +32,29 @@ def learning_rate_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
   return optax.join_schedules([ramp, decay], [warmup])
 
 
-def decay_mask(params: Any, decay_norms_and_biases: bool = False) -> Any:
-  """True for weights that get weight decay: matrices always; norms and biases only if asked."""
+def decay_mask(params: Any, decay_norms_and_biases: bool = False, *,
+               decay_norms: bool | None = None, decay_biases: bool | None = None) -> Any:
+  """True for weights that get weight decay: matrices (and embeddings) always; norm weights and
+  biases only if asked (`decay_norms` / `decay_biases`, each defaulting to
+  `decay_norms_and_biases`).
+
+  Defaults (no decay on either) are HF Trainer's rule (get_decay_parameter_names: names with
+  "bias", "layernorm", "rmsnorm", "norm"), which TRL's CPOTrainer, the reference RL, uses (at
+  weight decay 0 there). The reference SFT loop (Citrus model_train/supervised_finetune.py) is
+  not Trainer: it exempts names containing "bias" or "LayerNorm.weight", which no Llama/Qwen
+  parameter has (their norms are `*_layernorm.weight` / `norm.weight`), so it DOES decay the
+  RMSNorm weights and exempts only Qwen2's q/k/v biases: decay_norms=True, decay_biases=False
+  (the SFT paper presets, configs/sft.py)."""
+  norms = decay_norms_and_biases if decay_norms is None else decay_norms
+  biases = decay_norms_and_biases if decay_biases is None else decay_biases
+
   def keep(path: Any, x: Any) -> bool:
     name = jax.tree_util.keystr(path[-1:]).strip("[]'\"")
-    is_vector_param = "norm" in name or name in ("bq", "bk", "bv")
-    return decay_norms_and_biases or not is_vector_param
+    if "norm" in name:
+      return bool(norms)
+    if name in ("bq", "bk", "bv"):
+      return bool(biases)
+    return True
   return jax.tree.map_with_path(keep, params)
 
 
@@ -50,7 +67,9 @@ def make_optimizer(cfg: Any, total_steps: int) -> tuple[optax.GradientTransforma
   parts.append(optax.adamw(
       schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8),
       weight_decay=cfg.get("weight_decay", 0.0),
-      mask=lambda p: decay_mask(p, cfg.get("decay_norms_and_biases", False))))
+      mask=lambda p: decay_mask(p, cfg.get("decay_norms_and_biases", False),
+                                decay_norms=cfg.get("decay_norms", None),
+                                decay_biases=cfg.get("decay_biases", None))))
   return optax.chain(*parts), schedule
 
 
