@@ -1,4 +1,8 @@
 """Small helpers shared by several test files."""
+import os
+import struct
+
+from tensorboardX.proto import event_pb2
 
 
 def with_generation_tags(template, fmt):
@@ -28,3 +32,23 @@ def write_word_corpus(d, words, n_docs, seed=0):
       f.write(json.dumps({"text": doc}) + "\n")
   (d / "corpus.txt").write_text("\n".join(docs))
   return rng
+
+
+def tensorboard_events(workdir: str) -> list:
+  """Every Event in a run's TensorBoard files, oldest file first (TFRecord framing read here, so
+  tests do not trust the writer they test)."""
+  tb = os.path.join(workdir, "tensorboard")
+  out = []
+  for name in sorted(os.listdir(tb)):
+    with open(os.path.join(tb, name), "rb") as f:
+      while header := f.read(8):
+        (length,) = struct.unpack("<Q", header)
+        f.read(4)
+        out.append(event_pb2.Event.FromString(f.read(length)))
+        f.read(4)
+  return out
+
+
+def tensorboard_scalars(workdir: str) -> list[tuple[int, str, float]]:
+  return [(e.step, v.tag, round(v.simple_value, 6))
+          for e in tensorboard_events(workdir) for v in e.summary.value]

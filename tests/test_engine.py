@@ -12,6 +12,7 @@ from citrus_jax import sharding
 from citrus_jax.model import config as mc
 from citrus_jax.train import checkpoint, engine, losses, metrics_log
 from configs import base
+from helpers import tensorboard_scalars
 
 CFG = mc.get_preset("tiny", vocab_size=64)
 SEQ, BATCH = 32, 8
@@ -147,9 +148,7 @@ def test_resolved_config_and_tensorboard_records(tmp_path):
   logger = metrics_log.MetricsLogger(str(tmp_path))
   logger.write(7, {"loss": 1.5})
   logger.close()
-  tb = os.listdir(tmp_path / "tensorboard")[0]
-  records = metrics_log.read_records(str(tmp_path / "tensorboard" / tb))
-  assert len(records) == 2 and b"train" not in records[1] and b"loss" in records[1]
+  assert tensorboard_scalars(str(tmp_path)) == [(7, "loss", 1.5)]
 
 
 def test_sigterm_stops_after_the_step_whose_batch_was_read(tmp_path):
@@ -174,3 +173,34 @@ def test_sigterm_stops_after_the_step_whose_batch_was_read(tmp_path):
   ckpt.close()
   assert sorted(metrics_log.read_metrics(os.path.join(tmp_path, "metrics.jsonl"))) == [1, 2, 3]
   assert signal.getsignal(signal.SIGTERM) == before  # the engine's handler was removed
+
+
+def test_async_host_loop_logs_what_the_per_step_loop_logs(tmp_path, monkeypatch):
+  """The asynchronous loop reads device metrics only at log/save points (here every 5 steps)
+  and still logs every step, with the same values as reading them after each step."""
+  mesh = sharding.make_mesh((1, -1, 1))
+  data = _batches(10)
+  reads = []
+  real_get = jax.device_get
+
+  def counting_get(x):
+    reads.append(1)
+    return real_get(x)
+
+  logged = {}
+  for async_host in (False, True):
+    config = _config(10)
+    config.train.log_every = 5
+    config.checkpoint.every = 5
+    config.train.async_host = async_host
+    reads.clear()
+    monkeypatch.setattr(engine.jax, "device_get", counting_get)
+    engine.train(config, CFG, _stage(data, 10), mesh, str(tmp_path / str(async_host)))
+    monkeypatch.setattr(engine.jax, "device_get", real_get)
+    rows = metrics_log.read_metrics(str(tmp_path / str(async_host) / "metrics.jsonl"), "train/")
+    logged[async_host] = {s: {k: v for k, v in r.items() if k != "train/tokens_per_sec"}
+                          for s, r in rows.items()}
+    assert sorted(rows) == list(range(1, 11))
+    # Async: at the save Orbax makes at the first step, and at steps 5 and 10 (log + save).
+    assert len(reads) == (3 if async_host else 10), reads
+  assert logged[True] == logged[False]

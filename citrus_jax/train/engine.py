@@ -93,6 +93,34 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
           for k, v in batch.items()}
 
 
+_AGREE_TIMEOUT_MS = 24 * 3600 * 1000  # a host may be compiling or restoring for a long time
+
+
+def _host_sum(tag: str, values: list[float], done_key: str | None = None) -> np.ndarray:
+  """Element-wise sum of a few numbers over processes, exchanged through JAX's coordination
+  service (key-value store + barrier: host RPCs) instead of `multihost.process_sum`'s device
+  all-gather, which would queue behind the step in flight and so wait for it. `tag` must be
+  unique per call and the same on every process (e.g. stage/step). `done_key`: this process's key
+  of the previous round, deleted once this round's barrier shows every process has read it."""
+  if jax.process_count() == 1:
+    return np.asarray(values, np.float64)
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  # jax exposes no public host-side reduction; orbax and multihost_utils use this client too.
+  client = distributed.global_state.client
+  if client is None:
+    return multihost.process_sum(values)
+  me, n = jax.process_index(), jax.process_count()
+  client.key_value_set(f"citrus_agree/{tag}/{me}", ",".join(repr(float(v)) for v in values))
+  client.wait_at_barrier(f"citrus_agree/{tag}", _AGREE_TIMEOUT_MS)
+  rows = client.key_value_dir_get(f"citrus_agree/{tag}/")
+  if len(rows) != n:
+    raise RuntimeError(f"host agreement {tag}: {len(rows)} of {n} processes answered")
+  total = np.sum([[float(v) for v in value.split(",")] for _, value in rows], axis=0)
+  if done_key is not None:
+    client.key_value_delete(done_key)
+  return total
+
+
 class _Preemption:
   """SIGTERM sets a flag; the loop finishes the step it has read a batch for, saves and exits
   cleanly."""
@@ -100,6 +128,7 @@ class _Preemption:
   def __init__(self):
     self.requested = False
     self._old = None
+    self._done_key = None  # the previous agreement's key (multi-host runs)
 
   def __enter__(self):
     try:
@@ -112,17 +141,41 @@ class _Preemption:
     del signum, frame
     self.requested = True
 
-  def agree(self, has_batch: bool) -> tuple[bool, bool]:
+  def agree(self, has_batch: bool, tag: str) -> tuple[bool, bool]:
     """(every process has a batch for the next step, some process got SIGTERM), the same answer
     on all of them: hosts are signalled at slightly different times and can run out of data at
     different steps (uneven shards of a finite epoch), and all must step, save (a collective) and
-    stop together. One tiny all-gather per step on multi-host runs."""
-    out_of_data, preempted = multihost.process_sum([not has_batch, self.requested])
+    stop together. On multi-host runs this is a host-side exchange through JAX's coordination
+    service (`_host_sum`), not a device collective, so it never waits for the step the
+    devices are running; on one process it is free."""
+    out_of_data, preempted = _host_sum(tag, [not has_batch, self.requested], self._done_key)
+    self._done_key = f"citrus_agree/{tag}/{jax.process_index()}"
     return not out_of_data, bool(preempted)
 
   def __exit__(self, *exc):
     if self._old is not None:
       signal.signal(signal.SIGTERM, self._old)
+
+
+class _SkipTracker:
+  """Counts the steps the guard skipped and the current run of consecutive ones."""
+
+  def __init__(self, max_skipped: int):
+    self.max_skipped, self.steps = max_skipped, []
+    self.streak, self.first_bad = 0, None  # consecutive skips, the first of them and its metrics
+
+  def record(self, step: int, metrics: dict[str, float]) -> None:
+    if metrics.get("skipped", 0.0):
+      self.steps.append(step)
+      self.streak += 1
+      if self.streak == 1:
+        self.first_bad = (step, metrics)
+    else:
+      self.streak = 0
+
+  @property
+  def diverged(self) -> bool:
+    return self.max_skipped > 0 and self.streak >= self.max_skipped
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
@@ -165,26 +218,57 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
                                   in_shardings=(state_sh, None), out_shardings=(state_sh, None),
                                   donate_argnums=0))
   eval_fn = in_mesh(mesh, jax.jit(make_eval_step(stage.loss_fn, stage.totals_fn)))
-  logger = metrics_log.MetricsLogger(workdir, tensorboard=config.get("tensorboard", True))
+  logger = metrics_log.MetricsLogger(workdir, tensorboard=config.get("tensorboard", True),
+                                     resume_step=start)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))
   peak = metrics_log.peak_flops()
   log_every = max(int(config.train.get("log_every", 10)), 1)
+  # The host reads a step's metrics only at log, eval and save points (and the end), so it
+  # dispatches the next steps while the device runs; `train.async_host=False` reads them every
+  # step, the old way (benchmarks/host_loop.py compares the two).
+  fetch_every = log_every if config.train.get("async_host", True) else 1
   eval_every = int(config.train.get("eval_every", 0))
   kill_after = int(config.train.get("kill_after_step", 0))  # fault injection for resume tests
   max_skipped = int(config.train.get("max_skipped_steps", DEFAULT_MAX_SKIPPED_STEPS))
-  skipped_steps: list[int] = []
-  streak, first_bad = 0, None  # consecutive skipped steps, the first of them and its metrics
+  skips = _SkipTracker(max_skipped)
+  pending: list[tuple[int, Any, dict[str, float]]] = []  # (step, device metrics, host metrics)
   last: dict[str, float] = {}
   stopped = diverged = None
   bar = _progress(stage.num_steps, start, stage.name, is_main and config.get("progress", True))
   t_last, tokens_since = time.perf_counter(), 0
+  seq_len = 0
   step = start
+
+  def drain() -> dict[str, float]:
+    """Fetches, checks and logs the metrics of every step dispatched since the last drain."""
+    nonlocal t_last, tokens_since
+    out: dict[str, float] = {}
+    for i, (s, device_metrics, host_metrics) in enumerate(jax.device_get(pending)):
+      out = {k: float(v) for k, v in device_metrics.items()}
+      out.update(host_metrics)
+      skips.record(s, out)
+      if stage.rollout is None:  # a policy-gradient loss is no log-likelihood
+        out["perplexity"] = math.exp(min(out.get("nll", out["loss"]), 50.0))
+      if i == len(pending) - 1 and (s % log_every == 0 or s == stage.num_steps):
+        dt = time.perf_counter() - t_last
+        out["tokens_per_sec"] = tokens_since / max(dt, 1e-9)
+        if peak:
+          flops = metrics_log.train_flops_per_token(n_params, model_cfg.n_layers, seq_len,
+                                                    model_cfg.q_dim)
+          out["mfu"] = out["tokens_per_sec"] * flops / (peak * jax.device_count())
+        t_last, tokens_since = time.perf_counter(), 0
+        bar.set_postfix(loss=f"{out['loss']:.4f}", lr=f"{out.get('lr', 0):.2e}",
+                        tok_s=f"{out['tokens_per_sec']:.0f}")
+      logger.write(s, out, prefix="train/")
+    pending.clear()
+    return out
+
   with _Preemption() as preempt:
     while step < stage.num_steps:
       # The agreement comes after reading the batch, so a SIGTERM is acted on after the step
       # that uses it: the saved data position is then the one the saved state has seen.
       local = next(stage.train_iter, None)
-      have_batches, preempted = preempt.agree(local is not None)
+      have_batches, preempted = preempt.agree(local is not None, f"{stage.name}/{step}")
       if not have_batches:
         stopped = "data exhausted"
         where = "" if local is None else " on another process"
@@ -195,39 +279,22 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
       if stage.rollout is not None:
         local, rollout_metrics = stage.rollout(state.params, local, step)
       tokens_since += stage.tokens_in_batch(local)
-      state, metrics = step_fn(state, to_global(local, mesh))
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      metrics.update(rollout_metrics)
+      seq_len = int(np.asarray(local[next(iter(local))]).shape[-1])
+      state, metrics = step_fn(state, to_global(local, mesh))  # dispatched, not waited for
       step += 1
-      if metrics.get("skipped", 0.0):
-        skipped_steps.append(step)
-        streak += 1
-        if streak == 1:
-          first_bad = (step, metrics)
-      else:
-        streak = 0
-      if stage.rollout is None:  # a policy-gradient loss is no log-likelihood
-        metrics["perplexity"] = math.exp(min(metrics.get("nll", metrics["loss"]), 50.0))
-      if step % log_every == 0 or step == stage.num_steps:
-        dt = time.perf_counter() - t_last
-        metrics["tokens_per_sec"] = tokens_since / max(dt, 1e-9)
-        if peak:
-          seq_len = int(np.asarray(local[next(iter(local))]).shape[-1])
-          flops = metrics_log.train_flops_per_token(n_params, model_cfg.n_layers, seq_len,
-                                                    model_cfg.q_dim)
-          metrics["mfu"] = metrics["tokens_per_sec"] * flops / (peak * jax.device_count())
-        t_last, tokens_since = time.perf_counter(), 0
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics.get('lr', 0):.2e}",
-                        tok_s=f"{metrics['tokens_per_sec']:.0f}")
-      logger.write(step, metrics, prefix="train/")
+      pending.append((step, metrics, rollout_metrics))
       bar.update(1)
-      last = metrics
-      if eval_every and stage.eval_batches and (step % eval_every == 0 or
-                                                step == stage.num_steps):
+      is_eval = bool(eval_every and stage.eval_batches and (step % eval_every == 0 or
+                                                            step == stage.num_steps))
+      is_save = ckpt.should_save(step) or preempted or step == kill_after
+      if (step % fetch_every == 0 or step == stage.num_steps or is_eval or is_save
+          or stage.rollout is not None):
+        last = drain() or last
+      if is_eval:
         logger.write(step, evaluate(eval_fn, state.params, stage.eval_batches(), mesh),
                      prefix="eval/")
-      if max_skipped > 0 and streak >= max_skipped:
-        diverged = _diverged_message(stage.name, config, step, max_skipped, first_bad,
+      if skips.diverged:
+        diverged = _diverged_message(stage.name, config, step, max_skipped, skips.first_bad,
                                      last_good, ckpt_dir)
         break
       if _save(ckpt, step, state, stage.train_iter, state_finite, preempted):
@@ -240,6 +307,9 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
       if kill_after and step == kill_after:
         ckpt.wait()
         os._exit(17)  # simulated crash: no clean shutdown
+  if pending:
+    last = drain() or last
+  skipped_steps = skips.steps
   bar.close()
   if skipped_steps:
     shown = ", ".join(map(str, skipped_steps[:20])) + (" ..." if len(skipped_steps) > 20 else "")

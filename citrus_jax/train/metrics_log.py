@@ -1,16 +1,15 @@
-"""Run logs: a JSONL metrics file, TensorBoard event files (no TensorFlow needed), and MFU.
-Both are written through etils.epath, so a gs:// workdir gets them next to its checkpoints.
+"""Run logs: a JSONL metrics file, TensorBoard event files (through tensorboardX: no TensorFlow),
+and MFU. Both land in the workdir, so a gs:// workdir gets them next to its checkpoints (the JSONL
+through etils.epath, the events through tensorboardX's own GCS writer).
 
-TensorBoard's format is a TFRecord stream of `Event` protos; the three fields we write
-(wall_time, step, summary.value[tag, simple_value]) are encoded here by hand in ~30 lines,
-which spares users a TensorFlow install.
+A resumed run re-does the steps after its last checkpoint. `MetricsLogger(resume_step=N)` drops
+the JSONL records after step N and tells TensorBoard to purge its events after N, so neither log
+keeps two values for one step.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
-import struct
 import time
 from typing import Any
 
@@ -40,83 +39,6 @@ def train_flops_per_token(n_params: int, n_layers: int, seq_len: int, q_dim: int
 
 
 # --- TensorBoard events -----------------------------------------------------------------------
-
-def _crc32c_table() -> list[int]:
-  table = []
-  for i in range(256):
-    crc = i
-    for _ in range(8):
-      crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    table.append(crc)
-  return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-  out = bytearray()
-  while True:
-    bits, n = n & 0x7F, n >> 7
-    out.append(bits | (0x80 if n else 0))
-    if not n:
-      return bytes(out)
-
-
-def _field(num: int, wire: int, payload: bytes) -> bytes:
-  key = _varint((num << 3) | wire)
-  if wire == 2:
-    return key + _varint(len(payload)) + payload
-  return key + payload
-
-
-def encode_event(step: int, scalars: dict[str, float] | None = None, wall_time: float | None = None,
-                 file_version: str | None = None) -> bytes:
-  """An `Event` proto: wall_time=1 (double), step=2 (int64), file_version=3, summary=5."""
-  msg = _field(1, 1, struct.pack("<d", time.time() if wall_time is None else wall_time))
-  msg += _field(2, 0, _varint(step))
-  if file_version:
-    msg += _field(3, 2, file_version.encode())
-  if scalars:
-    values = b"".join(
-        _field(1, 2, _field(1, 2, tag.encode()) + _field(2, 5, struct.pack("<f", float(v))))
-        for tag, v in scalars.items())
-    msg += _field(5, 2, values)
-  return msg
-
-
-def encode_record(data: bytes) -> bytes:
-  header = struct.pack("<Q", len(data))
-  return (header + struct.pack("<I", _masked_crc(header)) + data
-          + struct.pack("<I", _masked_crc(data)))
-
-
-def read_records(path: str) -> list[bytes]:
-  """Reads a TFRecord file back, checking both CRCs (used by tests and by curious users)."""
-  out = []
-  with open(path, "rb") as f:
-    while header := f.read(8):
-      (length,) = struct.unpack("<Q", header)
-      if struct.unpack("<I", f.read(4))[0] != _masked_crc(header):
-        raise ValueError(f"{path}: corrupt record header")
-      data = f.read(length)
-      if struct.unpack("<I", f.read(4))[0] != _masked_crc(data):
-        raise ValueError(f"{path}: corrupt record data")
-      out.append(data)
-  return out
-
 
 def can_append(path: Any) -> bool:
   """Local files can be appended to; object stores (gs://, s3://) cannot."""
@@ -160,10 +82,11 @@ class _AppendFile:
 class MetricsLogger:
   """Writes scalars to `metrics.jsonl` and a TensorBoard event file; only process 0 writes.
 
-  `workdir` may be local or remote (gs://...: see `_AppendFile`); `append=None` picks by path."""
+  `workdir` may be local or remote (gs://...: see `_AppendFile`); `append=None` picks by path.
+  `resume_step`: the step a resumed run restarts from; later records are dropped (see above)."""
 
   def __init__(self, workdir: str, tensorboard: bool = True, append: bool | None = None,
-               flush_secs: float = 30.0):
+               flush_secs: float = 30.0, resume_step: int | None = None):
     self.active = jax.process_index() == 0
     workdir = epath.Path(workdir)
     self.jsonl_path = os.fspath(workdir / "metrics.jsonl")
@@ -171,13 +94,16 @@ class MetricsLogger:
     if not self.active:
       return
     workdir.mkdir(parents=True, exist_ok=True)
+    if resume_step is not None:
+      drop_records_after(workdir / "metrics.jsonl", resume_step)
     self._jsonl = _AppendFile(workdir / "metrics.jsonl", append, flush_secs)
     if tensorboard:
-      tb_dir = workdir / "tensorboard"
-      tb_dir.mkdir(parents=True, exist_ok=True)
-      name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
-      self._tb = _AppendFile(tb_dir / name, append, flush_secs)
-      self._tb.write(encode_record(encode_event(0, file_version="brain.Event:2")))
+      # Imported only when event files are wanted: tensorboardX imports torch whenever torch is
+      # installed (~1.2 s here), a cost runs with tensorboard=False should not pay.
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._tb = tensorboardX.SummaryWriter(os.fspath(workdir / "tensorboard"),
+                                            flush_secs=min(flush_secs, 3600.0),
+                                            purge_step=None if resume_step is None else resume_step + 1)
 
   def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
     if not self.active:
@@ -185,12 +111,40 @@ class MetricsLogger:
     scalars = {f"{prefix}{k}": float(v) for k, v in metrics.items()}
     self._jsonl.write((json.dumps({"step": int(step), **scalars}) + "\n").encode())
     if self._tb:
-      self._tb.write(encode_record(encode_event(int(step), scalars)))
+      wall = time.time()
+      for tag, value in scalars.items():
+        self._tb.add_scalar(tag, value, int(step), walltime=wall)
 
   def close(self) -> None:
-    for f in (self._jsonl, self._tb):
-      if f:
-        f.close()
+    if self._jsonl:
+      self._jsonl.close()
+    if self._tb:
+      self._tb.close()
+
+
+def drop_records_after(path: Any, step: int) -> int:
+  """Rewrites a metrics.jsonl without its records after `step` (atomically: a crash leaves the
+  old file or the new one); returns how many were dropped."""
+  path = epath.Path(path)
+  if not path.exists():
+    return 0
+  keep, dropped = [], 0
+  for line in path.read_text().split("\n"):
+    if not line.strip():
+      continue
+    try:
+      later = int(json.loads(line)["step"]) > step
+    except (ValueError, KeyError, TypeError):
+      later = True  # the torn last line of a killed run: dropped, so appends start clean
+    if later:
+      dropped += 1
+    else:
+      keep.append(line)
+  if dropped:
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)
+  return dropped
 
 
 def read_metrics(path: str, prefix: str = "") -> dict[int, dict[str, float]]:
@@ -199,10 +153,13 @@ def read_metrics(path: str, prefix: str = "") -> dict[int, dict[str, float]]:
   path = epath.Path(path)
   if not path.exists():
     return out
-  for line in path.read_text().splitlines():
+  for line in path.read_text().split("\n"):  # not splitlines(): U+2028 may sit in a string
     if not line.strip():
       continue
-    row = json.loads(line)
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue  # the torn last line of a killed run
     keys = [k for k in row if k != "step" and k.startswith(prefix)]
     if keys:
       out.setdefault(row["step"], {}).update({k: row[k] for k in keys})
