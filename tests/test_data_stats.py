@@ -130,3 +130,10 @@ def test_report_section(tmp_path, tok):
   text = stats.report_section({"cpt": CPT}, tok, 32, str(tmp_path))
   assert text.startswith("## Data statistics\n\n| stage |") and "![cpt](lengths_cpt.png)" in text
   assert (tmp_path / "lengths_cpt.png").exists()
+
+
+def test_seq_len_per_stage(tok):
+  out = stats.stage_stats({"cpt": CPT, "sft": SFT}, tok, {"cpt": 4, "sft": 100000})
+  assert out["cpt"]["seq_len"] == 4 and out["cpt"]["share_over_seq_len"] > 0
+  assert out["sft"]["n_over_seq_len"] == 0
+  assert "(cpt 4, sft 100000)" in stats.markdown_table(out)

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -142,18 +142,21 @@ def plot_histogram(path: str, lengths: Sequence[int], seq_len: int, title: str) 
   return path
 
 
-def stage_stats(stages: dict[str, str | Sequence[str]], tok: Any, seq_len: int, *,
-                out_dir: str | None = None, **kw: Any) -> dict[str, dict[str, Any]]:
-  """{stage: length_stats + files, kinds, skipped (+ "plot" when out_dir is given)}."""
+def stage_stats(stages: dict[str, str | Sequence[str]], tok: Any,
+                seq_len: int | Mapping[str, int], *, out_dir: str | None = None, **kw: Any
+                ) -> dict[str, dict[str, Any]]:
+  """{stage: length_stats + files, kinds, skipped (+ "plot" when out_dir is given)}; seq_len is
+  one length for all stages or {stage: length} (CPT and SFT rows often differ)."""
   out: dict[str, dict[str, Any]] = {}
   for stage, paths in stages.items():
+    n = seq_len[stage] if isinstance(seq_len, Mapping) else seq_len
     files = sources.expand_paths(paths)
     lengths, kinds, skipped = token_lengths(files, tok, **kw)
-    s = {**length_stats(lengths, seq_len), "files": files, "kinds": kinds, "skipped": skipped}
+    s = {**length_stats(lengths, n), "files": files, "kinds": kinds, "skipped": skipped}
     if out_dir is not None:
       os.makedirs(out_dir, exist_ok=True)
       name = f"lengths_{stage}.png"
-      plot_histogram(os.path.join(out_dir, name), lengths, seq_len, f"{stage} ({len(lengths)})")
+      plot_histogram(os.path.join(out_dir, name), lengths, n, f"{stage} ({len(lengths)})")
       s["plot"] = name
     out[stage] = s
   return out
@@ -172,10 +175,15 @@ def markdown_table(stats: dict[str, dict[str, Any]]) -> str:
   seq = {s["seq_len"] for s in stats.values()}
   if len(seq) == 1:
     lines.append(f"\nTokens per record; '> seq_len' is the share longer than {seq.pop()} tokens.")
+  elif seq:
+    each = ", ".join(f"{k} {s['seq_len']}" for k, s in stats.items())
+    lines.append(f"\nTokens per record; '> seq_len' is the share longer than the stage's row "
+                 f"({each}).")
   return "\n".join(lines)
 
 
-def report_section(stages: dict[str, str | Sequence[str]], tok: Any, seq_len: int,
+def report_section(stages: dict[str, str | Sequence[str]], tok: Any,
+                   seq_len: int | Mapping[str, int],
                    out_dir: str, **kw: Any) -> str:
   """A report's "Data statistics" section: the table and one histogram link per stage (PNGs
   written to out_dir, linked relative to it, so a report.md in out_dir shows them)."""
