@@ -57,10 +57,14 @@ class Resolved:
     how = {"hf": "HF safetensors", "params": "params/ + model_config.json",
            "checkpoint": f"its latest checkpoint (step {self.step}; the stage has not finished)"
            }[self.fmt]
-    where = "" if self.load_dir == self.path else f", using {self.load_dir}"
-    stage = f" (stage {self.stage}" + (f", step {self.step}" if self.step is not None
-                                       and self.fmt != "checkpoint" else "") + ")" \
-        if self.stage else ""
+    step = f", step {self.step}" if self.step is not None and self.fmt != "checkpoint" else ""
+    if self.kind == "run":
+      last = "its HF export" if self.fmt == "hf" else "its last finished stage" if \
+          self.fmt == "params" else "its last stage (unfinished)"
+      where, stage = f", using {last} {self.stage} ({self.load_dir}{step})", ""
+    else:
+      where = "" if self.load_dir == self.path else f", using {self.load_dir}"
+      stage = f" (stage {self.stage}{step})" if self.stage else ""
     tok = f"; tokenizer {self.tokenizer}" if self.tokenizer else ""
     return f"[checkpoint] {self.path}: {what}{where}{stage}, loading {how}{tok}"
 

@@ -88,7 +88,8 @@ def test_each_layout_resolves(layouts):
   assert (r.kind, r.fmt, r.load_dir) == ("run", "params", os.path.join(run, "sft", "sft3"))
   assert r.tokenizer == layouts["tok"] and r.step == 6
   line = r.describe()
-  assert line.startswith(f"[checkpoint] {run}: a run dir, using {run}/sft/sft3") and "sft3" in line
+  assert line.startswith(f"[checkpoint] {run}: a run dir, using its last finished stage sft3 "
+                         f"({run}/sft/sft3, step 6), loading params/"), line
   r = run_dirs.resolve(os.path.join(run, "cpt"))
   assert (r.kind, r.fmt, r.stage, r.step) == ("stage", "params", "cpt", 4)
   r = run_dirs.resolve(os.path.join(run, "rl"))
