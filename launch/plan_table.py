@@ -12,6 +12,13 @@ per-chip peak. A step that does not fit fails to compile with RESOURCE_EXHAUSTED
 recorded with the bytes it asked for. With --out, rows already in the file are kept, so new
 presets are added by running only them. If another process holds libtpu's /tmp/libtpu_lockfile,
 AOT compiles still work with ALLOW_MULTIPLE_LIBTPU_LOAD=1 (nothing runs on a chip).
+
+--attention=splash compiles the same step with the Pallas splash kernel (citrus_jax/model/
+splash.py) in place of the einsum attention. Until `model.attention="splash"` is wired into
+transformer.py, that is done by swapping `transformer._attention` for the compile
+(`plan.attention_override` with `plan.splash_or_einsum`; the row says "attention_wiring":
+"patched"); once ModelConfig accepts "splash" the config field is used instead ("config").
+--max-accum bounds the bisection (e.g. by the einsum row's count: splash never needs more).
 """
 from __future__ import annotations
 
@@ -36,19 +43,34 @@ def _needed(message: str) -> str:
   return m.group(1) if m else "?"
 
 
-def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any]) -> dict[str, Any]:
+def _attention_setup(cfg: Any, attention: str) -> tuple[Any, Any, str]:
+  """(model config, attention_fn for plan.plan, how the kernel got in) for one --attention."""
+  from citrus_jax.train import plan
+  if attention == "einsum":
+    return cfg.replace(attention="einsum"), None, "config"
+  if attention != "splash":
+    raise SystemExit(f"--attention: unknown {attention!r}; known: einsum, splash")
+  try:  # transformer.py wired: the config names the kernel
+    return cfg.replace(attention="splash").validate(), None, "config"
+  except ValueError:  # not yet: swap the attention call for this compile
+    return cfg.replace(attention="einsum"), plan.splash_or_einsum, "patched"
+
+
+def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any],
+             attention: str = "einsum") -> dict[str, Any]:
   from citrus_jax import runtime
   from citrus_jax.train import plan
   from configs import cpt
   config = cpt.get_config(preset)
   config.optim.grad_accum = grad_accum
-  cfg = runtime.model_config_from(config)
+  cfg, attention_fn, wiring = _attention_setup(runtime.model_config_from(config), attention)
   t0 = time.time()
   row = {"preset": preset, "slice": slice_name, "grad_accum": grad_accum,
          "seq_len": config.data.seq_len, "global_batch": config.data.global_batch_size,
-         "remat": cfg.remat, "compute_dtype": cfg.compute_dtype}
+         "remat": cfg.remat, "compute_dtype": cfg.compute_dtype, "attention": attention,
+         "attention_wiring": wiring}
   try:
-    row.update(plan.plan(config, cfg, devices), fits=True)
+    row.update(plan.plan(config, cfg, devices, attention_fn=attention_fn), fits=True)
   except Exception as e:  # pylint: disable=broad-except
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
@@ -58,7 +80,8 @@ def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any]) 
   return row
 
 
-def fewest_microbatches(preset: str, slice_name: str, log=print) -> dict[str, Any]:
+def fewest_microbatches(preset: str, slice_name: str, log=print, attention: str = "einsum",
+                        max_accum: int = 0) -> dict[str, Any]:
   """Bisection over grad_accum in 1, 2, 4, ... (1 sequence per data-parallel shard at most)."""
   from citrus_jax import sharding
   from citrus_jax.train import plan
@@ -67,11 +90,12 @@ def fewest_microbatches(preset: str, slice_name: str, log=print) -> dict[str, An
   devices = plan.topology_devices(SLICES[slice_name][0])
   mesh_shape = sharding.infer_mesh_shape(config.mesh.shape, len(devices))
   per_shard = config.data.global_batch_size // (mesh_shape[0] * mesh_shape[1])
-  options = [2 ** i for i in range(per_shard.bit_length()) if per_shard % 2 ** i == 0]
+  options = [2 ** i for i in range(per_shard.bit_length()) if per_shard % 2 ** i == 0
+             and (not max_accum or 2 ** i <= max_accum)]
   lo, hi, best, worst = 0, len(options) - 1, None, None
   while lo <= hi:
     mid = (lo + hi) // 2
-    row = plan_one(preset, slice_name, options[mid], devices)
+    row = plan_one(preset, slice_name, options[mid], devices, attention)
     row.setdefault("mesh", dict(zip(sharding.MESH_AXES, mesh_shape)))
     log(json.dumps(row))
     if row["fits"]:
@@ -87,22 +111,24 @@ def _gib(size: str) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-  out = ["| preset | slice (chips) | mesh (data, fsdp, tensor) | grad accum "
+  out = ["| preset | attention | slice (chips) | mesh (data, fsdp, tensor) | grad accum "
          "| seqs / shard / microbatch | params + opt state / chip | compiled peak / chip "
          "| HBM / chip | fits |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     hbm, mesh = SLICES[r["slice"]][1], r["mesh"]
     if r["fits"]:
       shards = mesh["data"] * mesh["fsdp"]
       micro = r["global_batch"] // shards // r["grad_accum"]
       state = (r["params_bytes_per_device"] + r["opt_state_bytes_per_device"]) / GIB
-      out.append(f"| {r['preset']} | {r['slice']} ({r['n_devices']}) | "
+      out.append(f"| {r['preset']} | {r.get('attention', 'einsum')} | {r['slice']} "
+                 f"({r['n_devices']}) | "
                  f"({mesh['data']}, {mesh['fsdp']}, {mesh['tensor']}) | {r['grad_accum']} | "
                  f"{micro} | {state:.1f} GiB | {r['peak_bytes_per_device'] / GIB:.1f} GiB | "
                  f"{hbm} GiB | yes |")
     else:
-      out.append(f"| {r['preset']} | {r['slice']} ({r['n_devices']}) | "
+      out.append(f"| {r['preset']} | {r.get('attention', 'einsum')} | {r['slice']} "
+                 f"({r['n_devices']}) | "
                  f"({mesh['data']}, {mesh['fsdp']}, {mesh['tensor']}) | {r['grad_accum']} | "
                  f"1 | - | needs {_gib(r['temp_needed'])} of temporaries | {hbm} GiB | no |")
   return "\n".join(out)
@@ -113,23 +139,28 @@ def main(argv: list[str] | None = None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--presets", default="llama3_1_8b,llama3_1_70b,qwen2_5_72b,qwen3_8b,qwen3_32b")
   p.add_argument("--slices", default=",".join(SLICES))
+  p.add_argument("--attention", default="einsum", help="einsum, splash, or both: einsum,splash")
+  p.add_argument("--max-accum", type=int, default=0,
+                 help="largest grad_accum the bisection tries (0: up to 1 sequence per shard)")
   p.add_argument("--out", default="", help="also write the rows as JSON here (and resume)")
   a = p.parse_args(argv)
   rows = []
   if a.out and os.path.exists(a.out):  # resume: keep the rows already computed
     with open(a.out) as f:
       rows = json.load(f)
-  done = {(r["preset"], r["slice"]) for r in rows}
+  done = {(r["preset"], r["slice"], r.get("attention", "einsum")) for r in rows}
   for preset in a.presets.split(","):
     for slice_name in a.slices.split(","):
       if slice_name not in SLICES:
         raise SystemExit(f"--slices: unknown {slice_name!r}; known: {sorted(SLICES)}")
-      if (preset, slice_name) in done:
-        continue
-      rows.append(fewest_microbatches(preset, slice_name, log=lambda s: print(s, flush=True)))
-      if a.out:
-        with open(a.out, "w") as f:
-          json.dump(rows, f, indent=2)
+      for attention in a.attention.split(","):
+        if (preset, slice_name, attention) in done:
+          continue
+        rows.append(fewest_microbatches(preset, slice_name, log=lambda s: print(s, flush=True),
+                                        attention=attention, max_accum=a.max_accum))
+        if a.out:
+          with open(a.out, "w") as f:
+            json.dump(rows, f, indent=2)
   print(markdown(rows))
   return 0
 

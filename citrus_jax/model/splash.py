@@ -52,16 +52,16 @@ def _block(seq_len: int) -> int:
   return next(b for b in _BLOCKS if seq_len % b == 0)
 
 
-@functools.lru_cache(maxsize=32)
 def _kernel(n_heads: int, seq_len: int, block: int, interpret: bool) -> sa.SplashAttentionKernel:
-  """One kernel per (heads, length, block); its mask info is static numpy, built once."""
+  """The kernel for (heads, length, block). Built at each trace, not cached: its mask-info
+  arrays become constants of the trace that made them (a cached one would leak them into the
+  next trace, and evaluating them eagerly fails under an ahead-of-time TPU mesh)."""
   sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                         block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                         block_q_dq=block, block_kv_dq=block)
   mask = sa.MultiHeadMask([sa.CausalMask((seq_len, seq_len)) for _ in range(n_heads)])
-  with jax.ensure_compile_time_eval():  # concrete mask arrays, safe to cache across traces
-    return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                              interpret=interpret)
+  return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                            interpret=interpret)
 
 
 def _local(q_BTHE: jax.Array, k_BSKE: jax.Array, v_BSKE: jax.Array, seg_BT: jax.Array,

@@ -38,16 +38,19 @@ def _unchunk(x_nBC: jax.Array, T: int) -> jax.Array:
 
 
 def target_logits_and_log_z(params: Any, hidden_BTD: jax.Array, targets_BT: jax.Array,
-                            cfg: Any, chunk: int) -> tuple[jax.Array, jax.Array]:
+                            cfg: Any, chunk: int, with_entropy: bool = False) -> tuple:
   """(logit of the target, log Z) [B, T] float32, never holding more than [B, chunk, V] logits.
 
-  Same numbers as `transformer.logits_from_hidden` followed by a log-sum-exp and a gather.
+  Same numbers as `transformer.logits_from_hidden` followed by a log-sum-exp and a gather. With
+  `with_entropy`, also the softmax entropy [B, T] (gradient stopped: a metric, as GRPO logs it).
   """
   chunk = int(chunk)
   if chunk <= 0:
     raise ValueError(f"chunk={chunk} must be positive (train.loss_chunk > 0 turns this on)")
   B, T, D = hidden_BTD.shape
-  w_DV = transformer.unembed_matrix(params, cfg).astype(hidden_BTD.dtype)
+  # Passed in its stored dtype (fp32) and cast per chunk, as the full path's matmul does: the
+  # scan's backward then accumulates the weight gradient over chunks in fp32, not bf16.
+  w_DV = transformer.unembed_matrix(params, cfg)
   hidden_BTD = transformer._batch_sharded(hidden_BTD)  # pylint: disable=protected-access
 
   @jax.checkpoint  # backward recomputes this chunk's logits: none are saved across the scan
@@ -55,15 +58,19 @@ def target_logits_and_log_z(params: Any, hidden_BTD: jax.Array, targets_BT: jax.
     h_BCD, t_BC = xs
     b, c = t_BC.shape
     h_BCD = transformer._batch_sharded(h_BCD)  # pylint: disable=protected-access
-    logits = (h_BCD.reshape(b * c, D) @ w_DV).astype(jnp.float32).reshape(b, c, -1)
+    logits = (h_BCD.reshape(b * c, D) @ w_DV.astype(h_BCD.dtype)).astype(jnp.float32)
+    logits = logits.reshape(b, c, -1)
     logits = transformer._batch_sharded(logits)  # pylint: disable=protected-access
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target = jnp.take_along_axis(logits, t_BC[..., None], axis=-1)[..., 0]
-    return None, (target, log_z)
+    if not with_entropy:
+      return None, (target, log_z)
+    sg = jax.lax.stop_gradient(logits)
+    entropy = -(jax.nn.softmax(sg) * jax.nn.log_softmax(sg)).sum(-1)
+    return None, (target, log_z, entropy)
 
-  _, (target, log_z) = jax.lax.scan(body, None, (_chunks(hidden_BTD, chunk),
-                                                 _chunks(targets_BT, chunk)))
-  return _unchunk(target, T), _unchunk(log_z, T)
+  outs = jax.lax.scan(body, None, (_chunks(hidden_BTD, chunk), _chunks(targets_BT, chunk)))[1]
+  return tuple(_unchunk(x, T) for x in outs)
 
 
 def token_logprobs(params: Any, hidden_BTD: jax.Array, targets_BT: jax.Array, cfg: Any,

@@ -18,11 +18,13 @@ Normalisations, as TRL does them (L_bt = per-token loss, m_bt = completion mask)
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
+from citrus_jax.model import transformer
+from citrus_jax.train import chunked_ce
 from citrus_jax.train.losses import token_logprobs as logprobs_of  # noqa: F401  (re-export)
 
 LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
@@ -47,6 +49,22 @@ def _nanstd(x: jax.Array, axis: int | None = None, keepdims: bool = False) -> ja
   var = var * jnp.where(count > 1, count / jnp.maximum(count - 1, 1), jnp.nan)
   std = jnp.sqrt(var)
   return std if keepdims else jnp.squeeze(std, axis=axis)
+
+
+def logprobs_and_entropy(params: Any, hidden_BTD: jax.Array, targets_BT: jax.Array, cfg: Any,
+                         chunk: int = 0) -> tuple[jax.Array, jax.Array]:
+  """Per-token policy log-probs [B, T] and softmax entropy [B, T] (gradient stopped, a metric)
+  from final hidden states (`forward(..., return_hidden=True)`). `chunk` 0: through the full
+  [B, T, V] logits; > 0: in sequence chunks (`chunked_ce`, `train.loss_chunk`), same numbers
+  without the full logits ever existing."""
+  if chunk:
+    target, log_z, entropy = chunked_ce.target_logits_and_log_z(
+        params, hidden_BTD, targets_BT, cfg, chunk, with_entropy=True)
+    return target - log_z, entropy
+  logits = transformer.logits_from_hidden(params, hidden_BTD, cfg)
+  logp = logprobs_of(logits, targets_BT)
+  sg = jax.lax.stop_gradient(logits.astype(jnp.float32))
+  return logp, -(jax.nn.softmax(sg) * jax.nn.log_softmax(sg)).sum(-1)
 
 
 def group_advantages(rewards: jax.Array, num_generations: int,
