@@ -284,3 +284,17 @@ def test_example_batches_match_the_reference_step_count(toks):
     sft.plan_example_batches(data, 384, n + 1, E)
   with pytest.raises(ValueError, match="does not split over 3"):
     sft.plan_example_batches(data, 384, G, E, pack=False, multiple_of=3)
+
+
+@pytest.mark.parametrize("n", [20000, 7_000_000, 1_400_000, 60000, 513, 1000])
+def test_example_steps_equal_the_reference_loop(n):
+  """The reference (supervised_finetune.py, 32 processes x 2 per GPU x 8 accumulation = 512):
+  optimizer steps its loop takes over 3 epochs, and its scheduler's num_training_steps."""
+  world, per_gpu, accum, epochs = 32, 2, 8, 3
+  per_process = n // (per_gpu * world)  # accelerate-sharded drop_last loader, per epoch
+  loop_steps = (epochs * per_process) // accum  # optimizer.step every accum micro-batches
+  scheduler_steps = int((n // per_gpu) * epochs) // accum // world
+  ours = sft.example_steps(n, per_gpu * world * accum, epochs)
+  assert abs(ours - loop_steps) < epochs and abs(ours - scheduler_steps) < epochs
+  if n == 20000:  # Citrus_S3's 20k examples
+    assert ours == loop_steps == scheduler_steps == 117
