@@ -23,15 +23,13 @@ all-gather by which processes agree on when to stop (SIGTERM, a host out of data
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
+import grain
 import jax
 import numpy as np
 
-if TYPE_CHECKING:
-  import grain
-
-MakeShard = Callable[[int, int], "grain.IterDataset"]  # grain is imported where it is used
+MakeShard = Callable[[int, int], grain.IterDataset]
 
 
 def shard_block(num_shards: int, process_index: int, process_count: int) -> range:
@@ -44,6 +42,24 @@ def shard_block(num_shards: int, process_index: int, process_count: int) -> rang
     raise ValueError(f"process_index {process_index} not in [0, {process_count})")
   k = num_shards // process_count
   return range(process_index * k, (process_index + 1) * k)
+
+
+def shard_records(source: Any, shard: int, num_shards: int, *, seed: int = 0,
+                  shuffle: bool = True, num_epochs: int | None = None) -> grain.MapDataset:
+  """Records `source[shard::num_shards]`, shuffled with `seed` (re-seeded each epoch by the
+  repeat) and repeated `num_epochs` times (None: forever): the record order a shard's rows are
+  made from (preference pairs here; CPT/SFT packing does the same in data/pipeline.py)."""
+  if not 0 <= shard < num_shards:
+    raise ValueError(f"shard {shard} not in [0, {num_shards})")
+  ds = grain.MapDataset.source(source)[shard::num_shards]
+  if len(ds) == 0:
+    raise ValueError(f"shard {shard} of {num_shards} got no records ({len(source)} in total); "
+                     "lower config.data.num_shards or add data")
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  return ds
 
 
 class ConcatRows:
@@ -63,7 +79,6 @@ def sharded_dataset(make_shard: MakeShard, num_shards: int = 0, *, worker_count:
   worker processes are added here, once, around the whole thing. The zip stops at the shortest
   shard, so a finite epoch ends at the same step on every shard.
   """
-  import grain  # pylint: disable=g-import-not-at-top
   if process_index is None or process_count is None:
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count

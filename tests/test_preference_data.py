@@ -190,3 +190,97 @@ def test_batches_are_seeded_padded_and_carry_reference(tok):
   assert len(list(data.iterate_batches(pairs, 2, 32, drop_remainder=True))) == 2
   with pytest.raises(ValueError, match="exceeds seq_len"):
     data.make_batch(pairs[:1], 4)
+
+
+# --- the RL dataset: logical shards (host-count independent), padded eval, reference cache key
+
+
+def _qa_pairs(tok, n, ref=False):
+  pairs = [data.tokenize_pair([{"role": "user", "content": f"q{i}"}], f"a{i}", f"b{i}!", tok)
+           for i in range(n)]
+  if ref:
+    pairs = data.attach_reference_logprobs(pairs, np.array([[-i, -100.0 - i] for i in range(n)]))
+  return pairs
+
+
+def _answer(tok, batch, i):
+  """Which pair row i of a batch is (its chosen answer 'a<k>' -> k)."""
+  mask = batch["chosen_loss_mask"][i] == 1
+  return int(tok.decode(batch["chosen_targets"][i][mask])[1:])
+
+
+def _global_batches(pairs, processes, steps, **kw):
+  """The global batches (rows of process 0, then process 1, ...) of `processes` simulated hosts."""
+  its = [iter(data.make_pair_dataset(pairs, 32, 8, process_index=p, process_count=processes,
+                                     **kw)) for p in range(processes)]
+  out = []
+  for _ in range(steps):
+    parts = [next(it, None) for it in its]
+    if any(p is None for p in parts):
+      break
+    out.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+  return out
+
+
+@pytest.mark.parametrize("num_shards", [2, 4])
+def test_rl_global_batches_do_not_depend_on_the_host_count(tok, num_shards):
+  pairs = _qa_pairs(tok, 11, ref=True)
+  one = _global_batches(pairs, 1, 6, seed=3, num_shards=num_shards)
+  for hosts in (2, num_shards):
+    many = _global_batches(pairs, hosts, 6, seed=3, num_shards=num_shards)
+    assert len(one) == len(many) == 6  # past the end of each shard's epoch (repeats forever)
+    for a, b in zip(one, many):
+      assert sorted(a) == sorted(b)
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=(hosts, k))
+  assert all(b["row_mask"].tolist() == [1.0] * 8 for b in one)
+  # Without num_shards each host is its own shard: 2 hosts make a different first batch.
+  default_two = _global_batches(pairs, 2, 1, seed=3)
+  default_one = _global_batches(pairs, 1, 1, seed=3)
+  assert not np.array_equal(default_two[0]["chosen_inputs"], default_one[0]["chosen_inputs"])
+
+
+@pytest.mark.parametrize("hosts, num_shards", [(1, 0), (1, 2), (2, 2), (2, 0), (4, 4)])
+def test_eval_batches_are_padded_to_the_global_batch_with_row_mask(tok, hosts, num_shards):
+  pairs = _qa_pairs(tok, 14, ref=True)
+  batches = _global_batches(pairs, hosts, 10, shuffle=False, num_epochs=1, final_batch="pad",
+                            num_shards=num_shards)
+  assert [b["row_mask"].sum() for b in batches] == [8.0, 6.0]  # 14 = 8 + 6 real rows
+  seen = []
+  for b in batches:
+    assert b["chosen_inputs"].shape == (8, 32) and b["row_mask"].dtype == np.float32
+    assert set(b) == set(batches[0])  # the same keys in every batch (ref_* included)
+    for i in range(8):
+      if b["row_mask"][i]:
+        k = _answer(tok, b, i)
+        seen.append(k)
+        assert b["ref_rejected_logps"][i] == -100.0 - k  # the row's own reference
+      else:  # padding: no token, no reference, weight 0 in the losses
+        assert not b["chosen_loss_mask"][i].any() and not b["rejected_segment_ids"][i].any()
+        assert b["ref_chosen_logps"][i] == 0.0
+  assert sorted(seen) == list(range(14))  # every held-out pair exactly once
+
+
+@pytest.mark.parametrize("n, epochs, shards", [(11, 1, 1), (11, 3, 2), (30, 2, 4), (7, 1, 1)])
+def test_count_batches_is_what_a_finite_run_yields(tok, n, epochs, shards):
+  pairs = _qa_pairs(tok, n)
+  got = sum(1 for _ in data.make_pair_dataset(pairs, 32, 8, num_epochs=epochs, num_shards=shards,
+                                              process_index=0, process_count=1))
+  assert data.count_batches(n, 8, epochs, shards) == got
+
+
+def test_too_few_pairs_for_the_shards_is_an_error(tok):
+  with pytest.raises(ValueError, match="shard 2 of 3 got no records"):
+    list(data.make_pair_dataset(_qa_pairs(tok, 2), 32, 6, num_shards=3, process_index=0,
+                                process_count=1))
+
+
+def test_files_digest_follows_the_content(tmp_path):
+  a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+  a.write_text('{"prompt": "p", "chosen": "x", "rejected": "y"}\n')
+  b.write_bytes(a.read_bytes())
+  assert data.files_digest(str(a)) == data.files_digest(str(b))  # content, not the name
+  before = data.files_digest(f"{a},{b}")
+  b.write_text('{"prompt": "p", "chosen": "x", "rejected": "z"}\n')
+  assert data.files_digest(f"{a},{b}") != before
+  assert data.files_digest([str(a), str(b)]) == data.files_digest(f"{a},{b}")

@@ -1,5 +1,6 @@
 """RL stage: CPO+SimPO raises held-out reward accuracy; DPO runs with cached reference sums."""
 import json
+import os
 
 import jax
 import numpy as np
@@ -83,3 +84,102 @@ def test_dpo_precomputes_reference_once(setup, tmp_path):
   # The first step's loss is log 2: the policy starts equal to its reference.
   first = json.loads(open(tmp_path / "dpo" / "metrics.jsonl").readline())
   assert first["train/loss"] == pytest.approx(np.log(2), abs=1e-5)
+
+
+# --- held-out batches padded on an 8-device mesh; the reference cache is keyed by the pairs
+
+
+def _tiny(setup):
+  d, model = setup
+  tok = tokenizer.load_tokenizer(model)
+  cfg = mc.get_preset("tiny", vocab_size=tok.vocab_size)
+  pairs, _ = pref_data.load_pairs(str(d / "heldout.jsonl"), tok, max_length=128,
+                                  max_prompt_length=96)
+  return tok, cfg, pairs
+
+
+@pytest.mark.parametrize("loss", ["cpo_simpo", "dpo"])
+def test_padded_eval_on_8_devices_equals_the_unpadded_mean(setup, loss):
+  """14 held-out pairs, global batch 8 on an 8-device mesh: the last batch (6 pairs) is padded
+  to 8 rows with row_mask 0 and evaluates to the 6 pairs' own values, and the mean over batches
+  weighted by row_mask.sum() is the mean over the 14 pairs."""
+  from citrus_jax import sharding
+  from citrus_jax.train import engine, step
+  _, cfg, pairs = _tiny(setup)
+  pairs = pairs[:14]
+  if loss == "dpo":
+    pairs = pref_data.attach_reference_logprobs(
+        pairs, np.stack([-np.arange(14.0) - 20, -np.arange(14.0) - 25], 1))
+  mesh = sharding.make_mesh((1, -1, 1))
+  assert mesh.devices.size == 8
+  params = transformer.init_params(cfg, jax.random.key(0))
+  mesh_params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
+  loss_fn = preference.make_loss_fn(cfg, loss)
+  eval_step = engine.in_mesh(mesh, jax.jit(step.make_eval_step(loss_fn,
+                                                               preference.preference_totals)))
+  plain_step = jax.jit(step.make_eval_step(loss_fn, preference.preference_totals))
+  padded = list(pref_data.make_pair_dataset(pairs, 128, 8, shuffle=False, num_epochs=1,
+                                            final_batch="pad"))
+  assert [b["row_mask"].sum() for b in padded] == [8.0, 6.0]
+  got = [jax.device_get(eval_step(mesh_params, engine.to_global(b, mesh))) for b in padded]
+  # The unpadded batches (8 and 6 rows; a 6-row batch cannot split over 8 devices), on one device.
+  unpadded = [pref_data.make_batch(pairs[:8], 128), pref_data.make_batch(pairs[8:], 128)]
+  if loss == "dpo":
+    for b, part in zip(unpadded, (pairs[:8], pairs[8:])):
+      assert b["ref_chosen_logps"].shape == (len(part),)
+  want = [jax.device_get(plain_step(params, b)) for b in unpadded]
+  for g, w in zip(got, want):
+    assert set(g) == set(w)
+    for k in w:
+      assert float(g[k]) == pytest.approx(float(w[k]), rel=1e-5, abs=1e-6), k
+  weights = [float(b["row_mask"].sum()) for b in padded]
+  mean = {k: sum(float(g[k]) * w for g, w in zip(got, weights)) / sum(weights) for k in got[0]}
+  whole = jax.device_get(plain_step(params, pref_data.make_batch(pairs, 128)))
+  for k in ("pref_loss" if loss == "cpo_simpo" else "loss", "rewards/accuracies",
+            "rewards/margins", "rewards/chosen", "logps/chosen", "logps/rejected"):
+    assert mean[k] == pytest.approx(float(whole[k]), rel=1e-5, abs=1e-6), k  # per-pair means
+  if "row_mask" in __import__("inspect").getsource(engine.evaluate):  # evaluate weighs by it
+    ev = engine.evaluate(eval_step, mesh_params, padded, mesh)
+    for k in mean:
+      assert ev[k] == pytest.approx(mean[k], rel=1e-5, abs=1e-6), k
+
+
+def test_reference_cache_is_reused_only_for_the_same_pairs(setup, tmp_path, monkeypatch,
+                                                           capsys):
+  d, model = setup
+  tok, cfg, pairs = _tiny(setup)
+  pairs = pairs[:6]
+  path = tmp_path / "pairs.jsonl"
+  path.write_text("".join(open(d / "heldout.jsonl").readlines()[:6]))
+  config = _config(d, model, tmp_path / "run", loss="dpo")
+  params = transformer.init_params(cfg, jax.random.key(0))
+  cache = str(tmp_path / "reference_logprobs.npy")
+  key = rl.reference_key(config, [str(path)], pairs)
+  first = rl.with_reference(pairs, key, params, cfg, 128, 8, cache)
+  assert "computed" in capsys.readouterr().out
+  assert all(p.ref_chosen_logps < 0 for p in first)
+  calls = []
+  real = preference.precompute_reference_logprobs
+  monkeypatch.setattr(preference, "precompute_reference_logprobs",
+                      lambda *a: calls.append(1) or real(*a))
+  again = rl.with_reference(pairs, rl.reference_key(config, [str(path)], pairs), params, cfg,
+                            128, 8, cache)
+  assert calls == [] and "from " in capsys.readouterr().out
+  assert [p.ref_chosen_logps for p in again] == [p.ref_chosen_logps for p in first]
+  # Same number of rows, different content: the old cache is stale and is recomputed.
+  lines = open(path).readlines()
+  path.write_text("".join(lines[1:] + lines[:1]))
+  moved, _ = pref_data.load_pairs(str(path), tok, max_length=128, max_prompt_length=96)
+  fresh = rl.with_reference(moved, rl.reference_key(config, [str(path)], moved), params, cfg,
+                            128, 8, cache)
+  assert calls == [1]
+  assert fresh[0].ref_chosen_logps == pytest.approx(first[1].ref_chosen_logps, abs=1e-4)
+  # Another start point (a different init seed) is stale too; a cache without its key file too.
+  config.seed += 1
+  rl.with_reference(moved, rl.reference_key(config, [str(path)], moved), params, cfg, 128, 8,
+                    cache)
+  assert calls == [1, 1]
+  os.remove(cache[:-4] + ".json")
+  rl.with_reference(moved, rl.reference_key(config, [str(path)], moved), params, cfg, 128, 8,
+                    cache)
+  assert calls == [1, 1, 1]

@@ -26,17 +26,29 @@ Batches (`make_batch`): numpy, fixed [B, T] shapes, T = max_length: for each sid
 the target is a response token), `s_positions`, `s_segment_ids` (1 real, 0 padding); plus
 `ref_chosen_logps`/`ref_rejected_logps` [B] when the pairs carry reference log-probs. Rows with
 empty masks are padding pairs (weight 0 in the losses).
+
+The RL stage's batches (`make_pair_dataset`) come from the grain code CPT and SFT share: the pairs
+are split into `num_shards` logical shards (`multihost.shard_records`), each shuffled, repeated
+and batched on its own, and `multihost.sharded_dataset` hands each process its block of shards,
+so a global batch does not depend on the host count. Those batches add `row_mask` [B] (float32:
+1 a real pair, 0 padding); a final eval batch is padded to the full global batch with rows of
+row_mask 0, which evaluation weighs by `row_mask.sum()` and the losses leave out.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import os
 from typing import Any, Callable, Iterator, Sequence
 
+import grain
+import jax
 import numpy as np
+from etils import epath
 
-from citrus_jax.data import records
+from citrus_jax import multihost
+from citrus_jax.data import pipeline, records
 
 Messages = list[dict[str, str]]
 SIDES = ("chosen", "rejected")
@@ -266,19 +278,116 @@ def make_batch(pairs: Sequence[PreferencePair], seq_len: int,
   return batch
 
 
+# The padding pair: an empty row (row_mask 0). A sentinel, not None: grain drops None elements.
+PADDING = PreferencePair((), (), (), where="<padding>")
+
+
+class PairRow:
+  """A pair -> one row of a batch, `row_mask` 1 (0 for `PADDING`); picklable for grain workers.
+  `with_reference`: every row carries `ref_*_logps` (0 on padding), so all batches share keys."""
+
+  def __init__(self, seq_len: int, with_reference: bool = False):
+    self.seq_len, self.with_reference = seq_len, with_reference
+
+  def __call__(self, pair: PreferencePair) -> dict[str, np.ndarray]:
+    pad = pair is PADDING or not pair.chosen_ids
+    row = {k: v[0] for k, v in make_batch([] if pad else [pair], self.seq_len, 1).items()}
+    if self.with_reference and pad:
+      row.update(ref_chosen_logps=np.float32(0.0), ref_rejected_logps=np.float32(0.0))
+    row["row_mask"] = np.float32(0.0 if pad else 1.0)
+    return row
+
+
+class PadRows:
+  """Fills a short batch with empty rows (row_mask 0) to `rows` (pipeline.PadBatch counts rows
+  by "inputs", which pair batches lack)."""
+
+  def __init__(self, rows: int):
+    self.rows = rows
+
+  def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = self.rows - len(batch["row_mask"])
+    if n <= 0:
+      return batch
+    return {k: np.concatenate([v, np.zeros((n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+
+
+def make_pair_dataset(pairs: Sequence[PreferencePair], seq_len: int, global_batch_size: int, *,
+                      seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
+                      final_batch: str = "drop", num_shards: int = 0,
+                      process_index: int | None = None, process_count: int | None = None
+                      ) -> grain.IterDataset:
+  """This process's batches of pairs [global_batch_size // process_count, seq_len], resumable.
+
+  The same shards as CPT and SFT (see citrus_jax/multihost.py): shard i of `num_shards` (0: one
+  per process) is `pairs[i::num_shards]`, shuffled per epoch with `seed`, batched into
+  global // num_shards rows; a process reads its block of shards. `final_batch`: "drop" a short
+  last batch (training), or "pad" it (evaluation): the pairs are first padded to a multiple of
+  num_shards with `PADDING`, so every shard has as many batches, and each shard's last batch is
+  filled with empty rows, making the last global batch full size with row_mask 0 on padding.
+  `num_epochs=None` repeats forever.
+  """
+  if final_batch not in ("drop", "pad"):
+    raise ValueError(f"final_batch must be 'drop' or 'pad', got {final_batch!r}")
+  if not pairs:
+    raise ValueError("no preference pairs to batch")
+  with_ref = pairs[0].ref_chosen_logps is not None
+  if final_batch == "pad":
+    n = num_shards or (jax.process_count() if process_count is None else process_count)
+    pairs = list(pairs) + [PADDING] * (-len(pairs) % n)
+
+  def make_shard(shard: int, n_shards: int) -> grain.IterDataset:
+    rows = pipeline.local_batch_size(global_batch_size, n_shards)
+    ds = multihost.shard_records(pairs, shard, n_shards, seed=seed, shuffle=shuffle,
+                                 num_epochs=num_epochs)
+    it = ds.map(PairRow(seq_len, with_ref)).to_iter_dataset()
+    it = it.batch(rows, drop_remainder=final_batch == "drop")
+    return it.map(PadRows(rows)) if final_batch == "pad" else it
+
+  return multihost.sharded_dataset(make_shard, num_shards, process_index=process_index,
+                                   process_count=process_count)
+
+
+def count_batches(n_pairs: int, global_batch_size: int, num_epochs: int,
+                  num_shards: int = 1) -> int:
+  """Full training batches `num_epochs` epochs of `n_pairs` give in `make_pair_dataset`: the
+  shortest shard's (pairs // num_shards of them, epochs back to back) sets the count."""
+  n = max(num_shards, 1)
+  return num_epochs * (n_pairs // n) // pipeline.local_batch_size(global_batch_size, n)
+
+
 def iterate_batches(pairs: Sequence[PreferencePair], batch_size: int, seq_len: int, *,
                     shuffle: bool = True, seed: int = 0, epochs: int = 1,
                     drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
-  """Seeded, reproducible epochs of batches; the last partial batch is padded unless dropped."""
-  for epoch in range(epochs):
-    order = np.arange(len(pairs))
-    if shuffle:
-      np.random.default_rng([seed, epoch]).shuffle(order)
-    for start in range(0, len(order), batch_size):
-      idx = order[start:start + batch_size]
-      if len(idx) < batch_size and drop_remainder:
-        break
-      yield make_batch([pairs[i] for i in idx], seq_len, batch_size)
+  """One process's seeded, reproducible epochs of whole batches (`make_pair_dataset` on a
+  single shard); the last partial batch is padded unless dropped."""
+  yield from make_pair_dataset(pairs, seq_len, batch_size, seed=seed, shuffle=shuffle,
+                               num_epochs=epochs, num_shards=1, process_index=0, process_count=1,
+                               final_batch="drop" if drop_remainder else "pad")
+
+
+def files_digest(paths: str | Sequence[str]) -> str:
+  """sha256 over the contents of the pair files, in order (not their names: a moved file keeps
+  its cache): what a reference cache is keyed by, so one computed for other pairs is never
+  reused. Local paths or gs:// (etils.epath)."""
+  h = hashlib.sha256()
+  for path in records.split_paths(paths):
+    file_hash = hashlib.sha256()
+    with epath.Path(path).open("rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        file_hash.update(chunk)
+    h.update(file_hash.digest())  # fixed-size per file: file boundaries are part of the key
+  return h.hexdigest()
+
+
+def pairs_digest(pairs: Sequence[PreferencePair]) -> str:
+  """sha256 of the pairs' token ids: catches a change of tokenizer or truncation settings."""
+  h = hashlib.sha256()
+  for p in pairs:
+    for ids in (p.prompt_ids, p.chosen_ids, p.rejected_ids):
+      h.update(np.asarray(ids, np.int64).tobytes() + b"|")
+    h.update(b"\n")
+  return h.hexdigest()
 
 
 def summarize(stats: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ tests/test_preference.py:
 Gradient accumulation: every loss takes the WHOLE batch's normalisers (`n_pairs`, token counts;
 see `preference_totals`), so a microbatch's loss and metrics are exact contributions to the
 full-batch values, as `train/step.py` requires. Rows with an empty chosen or rejected response
-(batch padding) have pair weight 0.
+or with `row_mask` 0 (batch padding) have pair weight 0, so every mean is over real pairs.
 
 Batch layout (built by `citrus_jax.data.preference`): `chosen_{inputs,targets,loss_mask,
 positions,segment_ids}` and `rejected_*`, each [B, T], plus optional `ref_chosen_logps`,
@@ -257,11 +257,22 @@ def hparams_for(name: str, **overrides: float | None) -> dict[str, float]:
   return hp
 
 
+def real_pairs(n_c: jax.Array, n_r: jax.Array, batch: Batch) -> jax.Array:
+  """1.0 for a row that is a real pair: both responses non-empty and, when the batch has one,
+  `row_mask` 1 (data/preference.py pads a final eval batch with row_mask 0 rows), else 0.0.
+  Every mean of the losses and metrics is over these rows only, so a padded batch gives the
+  values of its real rows and evaluation can weigh it by `row_mask.sum()`."""
+  valid = ((n_c > 0) & (n_r > 0)).astype(jnp.float32)
+  if "row_mask" in batch:
+    valid = valid * (batch["row_mask"].astype(jnp.float32) > 0)
+  return valid
+
+
 def preference_totals(batch: Batch) -> dict[str, jax.Array]:
-  """Whole-batch normalisers (pairs, chosen response tokens, chosen sequence tokens)."""
+  """Whole-batch normalisers (real pairs, their chosen response and sequence tokens)."""
   n_c = batch["chosen_loss_mask"].astype(jnp.float32).sum(-1)
   n_r = batch["rejected_loss_mask"].astype(jnp.float32).sum(-1)
-  valid = ((n_c > 0) & (n_r > 0)).astype(jnp.float32)
+  valid = real_pairs(n_c, n_r, batch)
   n_seq = (batch["chosen_segment_ids"] != 0).astype(jnp.float32).sum(-1)
   return {
       "n_pairs": jnp.maximum(valid.sum(), 1.0),
@@ -272,12 +283,15 @@ def preference_totals(batch: Batch) -> dict[str, jax.Array]:
 
 def preference_loss(name: str, stats: Mapping[str, jax.Array],
                     totals: Mapping[str, jax.Array] | None = None,
-                    ref: Mapping[str, jax.Array] | None = None, **hparams: float | None
+                    ref: Mapping[str, jax.Array] | None = None,
+                    row_mask: jax.Array | None = None, **hparams: float | None
                     ) -> tuple[jax.Array, Metrics]:
   """Dispatch on the config string. `stats` from `pair_forward_logprobs`; `ref` holds
-  `ref_chosen_logps`/`ref_rejected_logps` for dpo/ipo; `totals` default to this batch's."""
+  `ref_chosen_logps`/`ref_rejected_logps` for dpo/ipo; `totals` default to this batch's;
+  `row_mask` [B] (0: a padding row) leaves rows out as an empty response does."""
   hp = hparams_for(name, **hparams)
-  pair_mask = ((stats["n_c"] > 0) & (stats["n_r"] > 0)).astype(jnp.float32)
+  pair_mask = real_pairs(stats["n_c"], stats["n_r"],
+                         {} if row_mask is None else {"row_mask": row_mask})
   n_pairs = None if totals is None else totals["n_pairs"]
   common = {"pair_mask": pair_mask, "n_pairs": n_pairs}
   if name in NEEDS_REFERENCE:
@@ -321,6 +335,6 @@ def make_loss_fn(cfg: ModelConfig, name: str = "cpo_simpo", **hparams: float | N
         raise ValueError(f"preference loss {name!r} needs reference log-probs: precompute them "
                          "(precompute_reference_logprobs) or pass ref_params")
     stats = pair_forward_logprobs(params, batch, cfg)
-    return preference_loss(name, stats, totals, ref, **hparams)
+    return preference_loss(name, stats, totals, ref, batch.get("row_mask"), **hparams)
 
   return loss_fn
