@@ -233,3 +233,28 @@ def test_plan_mode_compiles_each_training_step(tmp_path):
   assert plan["sft2"]["same_as"] == "sft1" and "same_as" not in plan["cpt"]
   assert plan["rl"]["batch"] == 8 and plan["rl"]["seq_len"] == 320  # chosen + rejected rows
   assert all(p["n_devices"] == 8 and p["peak_bytes_per_device"] > 0 for p in plan.values())
+
+
+def test_local_io_step_is_staged_and_uploaded_for_a_remote_workdir(tmp_path, monkeypatch):
+  """On a gs:// workdir a step whose runner writes with open() (rejection, eval, export) runs
+  in a local staging dir; its files are copied to the workdir and its result's paths point
+  there. (A local path stands in for the bucket: is_remote is patched.)"""
+  from citrus_jax.pipeline import runner
+  monkeypatch.setattr(runner, "is_remote", lambda path: True)
+  monkeypatch.setenv("CITRUS_STAGING_DIR", str(tmp_path / "staging"))
+  workdir = str(tmp_path / "bucket" / "run")
+  seen = []
+
+  def fn(d):
+    seen.append(d)
+    os.makedirs(os.path.join(d, "hf"))
+    with open(os.path.join(d, "hf", "config.json"), "w") as f:
+      f.write("{}")
+    return {"hf_export": os.path.join(d, "hf"), "n": 3}
+
+  result = runner.run_step(workdir, "export", fn, local_io=True)
+  assert seen[0].startswith(str(tmp_path / "staging"))
+  assert result["hf_export"] == os.path.join(workdir, "export", "hf") and result["n"] == 3
+  assert os.path.exists(os.path.join(workdir, "export", "hf", "config.json"))
+  assert _json(os.path.join(workdir, "export", "done.json"))["hf_export"] == result["hf_export"]
+  assert runner.run_step(workdir, "export", fn, local_io=True)["n"] == 3 and len(seen) == 1

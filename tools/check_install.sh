@@ -15,4 +15,10 @@ case "$where" in "$tmp/venv/"*) ;; *) echo "citrus_jax imported from $where, not
 out="$("$tmp/venv/bin/python" -m citrus_jax.main --config=configs/grpo.py:tiny --config.progress=False | tail -1)"
 case "$out" in /*) ;; *) echo "run path not absolute: $out" >&2; exit 1;; esac
 test -f "$out/config.json" && test -f "$out/metrics.jsonl"
-echo "non-editable install OK: $where -> $out"
+# The whole recipe (configs/citrus.py:tiny: generated data, every step, HF export) from here too.
+run="$("$tmp/venv/bin/python" -m citrus_jax.main --config=configs/citrus.py:tiny --config.progress=False | tail -1)"
+case "$run" in "$tmp/empty/"*) ;; *) echo "recipe run path not absolute under $tmp/empty: $run" >&2; exit 1;; esac
+for f in summary.json report.md export/done.json export/hf/config.json export/hf/model.safetensors; do
+  test -f "$run/$f" || { echo "recipe run lacks $f" >&2; exit 1; }
+done
+echo "non-editable install OK: $where -> $out, $run"

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Callable
 
+from etils import epath
+
 from citrus_jax.train import metrics_log
 
 EVAL_ORDER = ("random", "init", "cpt", "sft1", "sft2", "sft3", "rl", "grpo")
@@ -70,7 +72,7 @@ def paired_test(eval_dir: str, base: str = "sft3", final: str = "rl") -> dict[st
   (the first benchmark with a result; every benchmark's row under "benchmarks")."""
   from citrus_jax.eval import compare
   paths = [os.path.join(eval_dir, f"{name}_items.jsonl") for name in (base, final)]
-  if base == final or not all(os.path.exists(p) for p in paths):
+  if base == final or not all(epath.Path(p).exists() for p in paths):
     return None
   try:
     compared = compare.compare_predictions(*paths)["benchmarks"]
@@ -232,16 +234,19 @@ def write(workdir: str, steps: dict[str, Any], config: Any = None) -> dict[str, 
   demo = config is None or config.pipeline.get("source") == "clinic_world"
   summary = build_summary(workdir, steps)
   curves = loss_curves(workdir)
-  if curves and jax.process_index() == 0:
-    summary["figure"] = plot(curves, os.path.join(workdir, "loss_curves.png"))
+  main = jax.process_index() == 0
+  if curves and main:  # drawn locally, then copied (the workdir may be gs://)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+      with open(plot(curves, os.path.join(tmp, "loss_curves.png")), "rb") as f:
+        (epath.Path(workdir) / "loss_curves.png").write_bytes(f.read())
+    summary["figure"] = os.path.join(workdir, "loss_curves.png")
   r = Report(workdir, steps, summary, demo)
   title = "# Citrus demo report" if demo else "# Citrus run report"
   md = "\n\n".join([title, *[s for s in (f(r) for f in SECTIONS) if s]]) + "\n"
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-      f.write(md)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+  if main:
+    (epath.Path(workdir) / "report.md").write_text(md)
+    (epath.Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
   if summary["stages"]:
     print("\n" + eval_table(r) + "\n", flush=True)
   print(f"paired test: {_paired_line(summary['paired_test'])}", flush=True)

@@ -29,6 +29,8 @@ STEPS = ("data", "tokenizer", "init", "cpt", "sft1", "sft2", "sft3", "rejection"
          "eval", "export", "report")
 SFT_STAGES = ("sft1", "sft2", "sft3")
 TRAIN_STEPS = ("cpt", *SFT_STAGES, "rl", "grpo")
+# Steps whose runners write with local file IO: staged locally when the workdir is gs://.
+LOCAL_IO = ("rejection", "eval", "export")
 # step -> (configs/ module name, file) of its stage config
 STAGE_FILES = {"cpt": "cpt", "sft1": "sft", "sft2": "sft", "sft3": "sft", "rl": "rl",
                "grpo": "grpo", "eval": "eval"}
@@ -95,7 +97,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   def step(name: str, fn, step_dir: str | None = None) -> dict[str, Any]:
     skip = bool(S[name].skip) if name in S else False
-    return runner.run_step(workdir, name, fn, step_dir=step_dir, skip=skip, stop_after=stop)
+    return runner.run_step(workdir, name, fn, step_dir=step_dir, skip=skip, stop_after=stop,
+                           local_io=name in LOCAL_IO)
 
   data = step("data", lambda d: sources.prepare(config, d))
   found = sources.inputs(config, data)
@@ -123,9 +126,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ran = {n: chain[n]["workdir"] for n in SFT_STAGES if n in chain}
   if ran:
     results["sft"] = runner.run_step(workdir, "sft", lambda d: {"workdirs": ran})
-  sft_final = _final(chain)
+  sft_final = steps.init_from(_final(chain)[1])
   rej = step("rejection", lambda d: steps.step_rejection(
-      config, d, tok_path, sft_final[1]["workdir"], found["questions"]))
+      config, d, tok_path, sft_final, found["questions"]))
   results["rejection"] = rej
   pairs = S.rl.get("train_paths") or rej.get("pairs")
   if not S.rl.skip and not pairs:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import time
 from typing import Any, Callable
 
@@ -59,11 +60,47 @@ def jsonable(x: Any) -> Any:
   return x
 
 
+def is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def staging_dir(workdir: str, step_dir: str) -> str:
+  """A local directory for a step whose runner writes with local file IO (eval, rejection,
+  HF export) when the workdir is remote (gs://); uploaded when the step finishes."""
+  root = os.environ.get("CITRUS_STAGING_DIR", "/tmp/citrus_staging")
+  return os.path.join(root, re.sub(r"[^A-Za-z0-9._-]+", "_", workdir), step_dir)
+
+
+def upload(local: str, remote: str) -> None:
+  """Process 0 copies the tree `local` to `remote` (any etils.epath location)."""
+  if jax.process_index() != 0:
+    return
+  for root, _, files in os.walk(local):
+    rel = os.path.relpath(root, local)
+    dst = epath.Path(remote) if rel == "." else epath.Path(remote) / rel
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in files:
+      with open(os.path.join(root, name), "rb") as f:
+        (dst / name).write_bytes(f.read())
+
+
+def _moved(x: Any, local: str, remote: str) -> Any:
+  """Results with paths under the staging dir pointing at their uploaded copies."""
+  if isinstance(x, dict):
+    return {k: _moved(v, local, remote) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_moved(v, local, remote) for v in x]
+  if isinstance(x, str) and (x == local or x.startswith(local + os.sep)):
+    return remote + x[len(local):]
+  return x
+
+
 def run_step(workdir: str, name: str, fn: Callable[[str], dict[str, Any]], *,
-             step_dir: str | None = None, skip: bool = False,
-             stop_after: str = "") -> dict[str, Any]:
+             step_dir: str | None = None, skip: bool = False, stop_after: str = "",
+             local_io: bool = False) -> dict[str, Any]:
   """Runs `fn(<workdir>/<step_dir>)` unless it finished earlier (its done.json) or is skipped;
-  records its wall time. Raises StopPipeline after the step named `stop_after`."""
+  records its wall time. A `local_io` step on a remote workdir runs in a local staging dir that
+  is uploaded when it finishes. Raises StopPipeline after the step named `stop_after`."""
   step_dir = step_dir or name
   if skip:
     print(f"[pipeline] {name}: skipped (config.steps.{name.split('/')[-1]}.skip)", flush=True)
@@ -74,10 +111,14 @@ def run_step(workdir: str, name: str, fn: Callable[[str], dict[str, Any]], *,
           flush=True)
   else:
     out = os.path.join(workdir, step_dir)
-    epath.Path(out).mkdir(parents=True, exist_ok=True)
+    run_in = staging_dir(workdir, step_dir) if local_io and is_remote(workdir) else out
+    epath.Path(run_in).mkdir(parents=True, exist_ok=True)
     print(f"[pipeline] {name} ...", flush=True)
     t0 = time.perf_counter()
-    result = fn(out)
+    result = fn(run_in)
+    if run_in != out:
+      upload(run_in, out)
+      result = _moved(result, run_in, out)
     result["wall_s"] = time.perf_counter() - t0
     write_json(done_path(workdir, step_dir), result)
     print(f"[pipeline] {name}: {result['wall_s']:.0f}s", flush=True)

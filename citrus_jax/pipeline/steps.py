@@ -86,7 +86,7 @@ def step_sft(config, name: str, step_dir: str, tok: str, init: dict[str, str], p
   return _train_result(result, step_dir)
 
 
-def step_rejection(config, step_dir: str, tok_path: str, params_dir: str, questions: str
+def step_rejection(config, step_dir: str, tok_path: str, start: dict[str, str], questions: str
                    ) -> dict[str, Any]:
   """Samples the SFT model on the MCQ bank, verifies, pairs (rollout/rejection.py); tops up
   with reference-chain pairs (`min_pairs`) where the bank carries one (a `target` field)."""
@@ -96,12 +96,17 @@ def step_rejection(config, step_dir: str, tok_path: str, params_dir: str, questi
   from citrus_jax.rollout import quality, rejection
   from citrus_jax.train import checkpoint
   r = config.steps.rejection
-  runner.save_config({"rejection": r.to_dict(), "model": params_dir, "questions": questions,
+  model = start.get("checkpoint") or start.get("hf_dir")
+  runner.save_config({"rejection": r.to_dict(), "model": model, "questions": questions,
                       "tokenizer": tok_path}, step_dir)
   tok = tokenizer.load_tokenizer(tok_path)
   mesh = sharding.make_mesh(tuple(config.mesh.shape))
-  cfg = checkpoint.read_model_config(params_dir)
-  params = checkpoint.load_params(params_dir, cfg, sharding.param_shardings(cfg, mesh))
+  if start.get("checkpoint"):
+    cfg = checkpoint.read_model_config(model)
+    params = checkpoint.load_params(model, cfg, sharding.param_shardings(cfg, mesh))
+  else:  # no stage ran before: the HF checkpoint itself
+    from citrus_jax import hf
+    cfg, params = hf.load(model, mesh=mesh)
   qs = rejection.load_questions(questions, r.limit)  # file:line errors for bad records
   records = _raw_records(questions, r.limit)  # for the reference-chain top-up
   styles = {**rejection.PROMPT_STYLES, "citrus": prompts.citrus_messages}
@@ -188,6 +193,8 @@ def eval_one(config, name: str, out_dir: str, tok: str, init: dict[str, str], ev
   if name in runner_list(s.baselines):
     c.eval.mode = s.baseline_mode
   harness.run(c, out_dir)
+  if jax.process_index() != 0:  # process 0 alone wrote the outputs (and writes the records)
+    return {"n": None, "benchmarks": {}, "by_group": {}, "mode": c.eval.mode}
   summary = json.loads((epath.Path(out_dir) / "summary.json").read_text())
   per = summary["benchmarks"]
   rows, all_records = {}, []
@@ -202,10 +209,8 @@ def eval_one(config, name: str, out_dir: str, tok: str, init: dict[str, str], ev
       **summary.get("macro_avg", {}), "n": sum(r["n"] for r in rows.values()),
       **({"n_no_answer": sum(r["n_no_answer"] for r in rows.values())}
          if all("n_no_answer" in r for r in rows.values()) else {})}
-  if jax.process_index() == 0:
-    with open(os.path.join(os.path.dirname(out_dir), f"{name}_items.jsonl"), "w") as f:
-      for r in all_records:
-        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+  (epath.Path(os.path.dirname(out_dir)) / f"{name}_items.jsonl").write_text(
+      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_records))
   result = {**{k: v for k, v in first.items() if k not in ("file", "path")},
             "by_group": first.get("by_group", {}), "benchmarks": rows, "mode": c.eval.mode}
   runner.write_json(os.path.join(os.path.dirname(out_dir), f"{name}.json"), result)
