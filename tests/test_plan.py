@@ -104,3 +104,41 @@ def test_a_tpu_topology_without_libtpu_is_a_clean_error(tmp_path):
   assert not (tmp_path / "plan.json").exists()
   with pytest.raises(plan.PlanError, match="is not a TPU slice"):
     plan.topology_devices("v5p-64")  # a slice name, not a topology
+
+
+def test_plan_with_splash_patched_in_compiles_and_restores_the_model():
+  """plan(attention_fn=splash_or_einsum): the step compiles with the splash kernel (Pallas
+  interpret mode on CPU) in every layer, and transformer._attention is restored afterwards."""
+  config = base.get_config()
+  config.mesh.shape = (1, 4, 2)
+  config.data.seq_len = 128  # splash needs a multiple of 128
+  config.data.global_batch_size = 8
+  cfg = mc.get_preset("tiny")
+  calls = []
+
+  def counted(*args):
+    calls.append(args[0].shape)
+    return plan.splash_or_einsum(*args)
+
+  original = transformer._attention
+  p = plan.plan(config, cfg, attention_fn=counted)
+  assert calls and all(s[1] == 128 for s in calls)  # traced through the override
+  assert transformer._attention is original
+  assert p["temp_bytes"] > 0 and p["n_devices"] == 8
+
+
+def test_plan_table_rows_name_the_attention_and_its_wiring():
+  from launch import plan_table
+  cfg = mc.get_preset("tiny")
+  got_cfg, fn, wiring = plan_table._attention_setup(cfg, "splash")
+  if wiring == "patched":  # transformer.py does not accept attention="splash" yet
+    assert fn is plan.splash_or_einsum and got_cfg.attention == "einsum"
+  else:
+    assert fn is None and got_cfg.attention == "splash"
+  assert plan_table._attention_setup(cfg, "einsum")[1:] == (None, "config")
+  row = {"preset": "p", "attention": "splash", "slice": "v5p-64", "n_devices": 32,
+         "mesh": {"data": 1, "fsdp": 32, "tensor": 1}, "fits": True, "global_batch": 512,
+         "grad_accum": 4, "params_bytes_per_device": 2 ** 30, "opt_state_bytes_per_device": 2 ** 31,
+         "peak_bytes_per_device": 40 * 2 ** 30}
+  assert "| p | splash | v5p-64 (32) | (1, 32, 1) | 4 | 4 | 3.0 GiB | 40.0 GiB |" in \
+      plan_table.markdown([row])
