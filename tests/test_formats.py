@@ -103,6 +103,17 @@ def test_mcq_banks_become_rejection_questions(file, n, first_gold):
   assert "A." not in qs[0].text  # the open question never shows the options
 
 
+def test_load_questions_reads_banks_in_every_layout():
+  """The rejection CLI's --questions: a comma list mixing a MedQA JSONL (read as records), an
+  MMLU CSV and an MMLU-Pro file (read through load_bank) gives one list of Questions."""
+  paths = ",".join(_fix(f) for f in ("bank_medqa.jsonl", "anatomy_test.csv",
+                                     "bank_mmlu_pro.jsonl"))
+  qs = questions.load_questions(paths)
+  assert len(qs) == 6 and [q.gold for q in qs[2:4]] == ["B", readers.load_bank(
+      _fix("anatomy_test.csv"))[1].gold]
+  assert qs[4].gold == "A" and len({q.id for q in qs}) == 6
+
+
 def test_mcq_bank_errors(tmp_path):
   bad = tmp_path / "bank.jsonl"
   bad.write_text(json.dumps({"question": "q", "options": {"A": "x", "B": "y"},

@@ -233,6 +233,8 @@ def load_benchmark(name: str, path: str, *, shuffle_options: bool | None = None,
 def detect_benchmark(path: str) -> str | None:
   """Registry name for a benchmark file, or None for files that are not benchmarks."""
   base = os.path.basename(path).lower()
+  if base.endswith(".xlsx"):
+    return "jmed"  # JMED's released spreadsheet (readers.read_jmed_xlsx)
   if base.endswith(".csv"):
     subject = readers.mmlu_subject(base)
     return f"mmlu_{subject}" if subject in MMLU_SUBJECTS else None

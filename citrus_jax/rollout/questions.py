@@ -14,7 +14,7 @@ import unicodedata
 from typing import Any, Callable, Sequence
 
 from citrus_jax.data import records
-from citrus_jax.eval import extract, prompts
+from citrus_jax.eval import benchmarks, extract, prompts, readers
 
 Messages = list[dict[str, str]]
 
@@ -118,12 +118,27 @@ def load_questions(path: str | Sequence[str], limit: int = 0) -> list[Question]:
     raise QuestionError(f"no question files in {path!r}")
   found: list[tuple[str, Any]] = []
   for f in files:
-    found += records.read_records(f, error=QuestionError)
+    if _is_other_bank(f):  # an MCQ bank in a benchmark layout: its MCQItems, as they are
+      found += [(f"{f}:[{i}]", item) for i, item in enumerate(readers.load_bank(f))]
+    else:
+      found += records.read_records(f, error=QuestionError)
   if limit > 0:
     found = found[:limit]
   out = [question_from_record(r, where, f"q{i}") for i, (where, r) in enumerate(found)]
   _check_unique(out, ",".join(files))
   return out
+
+
+def _is_other_bank(path: str) -> bool:
+  """A benchmark file in a layout the record path does not read: not MedQA or unified JSONL
+  (read as records, so a Q_open field is kept)."""
+  if path.lower().endswith((".csv", ".xlsx")):
+    return True
+  try:
+    name = benchmarks.detect_benchmark(path)
+  except (OSError, ValueError):
+    return False  # unreadable here: the record reader names the file and line
+  return name is not None and name not in ("medqa", "unified", "jmed")
 
 
 def _check_unique(questions: Sequence[Question], where: str) -> None:

@@ -19,20 +19,15 @@ from citrus_jax.synth import llm
 
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-  from citrus_jax import sharding
+  """A run, stage, params or HF dir (run_dirs says which, in one line); its tokenizer unless
+  --tokenizer names one."""
+  from citrus_jax import run_dirs, sharding
   from citrus_jax.tokenizer import load_tokenizer
   mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(","))) if args.mesh else None
-  tok = load_tokenizer(args.tokenizer or args.hf_dir)
-  if args.hf_dir:
-    from citrus_jax import hf
-    cfg, params = hf.load(args.hf_dir, mesh=mesh, dtype=args.dtype or None)
-  else:
-    from citrus_jax.train import checkpoint
-    cfg = checkpoint.read_model_config(args.checkpoint)
-    if args.dtype:
-      cfg = cfg.replace(param_dtype=args.dtype, compute_dtype=args.dtype)
-    shardings = sharding.param_shardings(cfg, mesh) if mesh is not None else None
-    params = checkpoint.load_params(args.checkpoint, cfg, shardings)
+  r = run_dirs.resolve(args.checkpoint or args.hf_dir)
+  print(r.describe(), flush=True)
+  tok = load_tokenizer(args.tokenizer or r.tokenizer or args.hf_dir or r.load_dir)
+  cfg, params = run_dirs.load(r, mesh=mesh, dtype=args.dtype or None)
   if cfg.vocab_size < tok.vocab_size:
     raise ValueError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tok.vocab_size}")
   return params, cfg, tok, mesh
@@ -42,7 +37,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m citrus_jax.rollout.rejection_cli",
                               description=rejection.__doc__.split("\n\n")[0])
   src = p.add_mutually_exclusive_group(required=True)
-  src.add_argument("--checkpoint", help="citrus_jax params or run directory")
+  src.add_argument("--checkpoint", help="a run, stage or params directory (or an HF one)")
   src.add_argument("--hf_dir", help="transformers checkpoint directory")
   p.add_argument("--tokenizer", default="", help="tokenizer (.model / dir); default: --hf_dir")
   p.add_argument("--questions", required=True, help="JSONL/JSON question records")
