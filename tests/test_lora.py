@@ -166,3 +166,97 @@ def test_config_section():
   bad.ranks = 3
   with pytest.raises(ValueError, match=r"unknown fields \['ranks'\]"):
     lora.config_from(bad)
+
+
+# --------------------------------------------------------------------------- on the engine
+
+def _engine_batches(n, seed=0, vocab=256, seq=32, batch=8):
+  rng = np.random.RandomState(seed)
+  out = []
+  for _ in range(n):
+    start, stride = rng.randint(0, vocab, (batch, 1)), rng.randint(1, 4, (batch, 1))
+    row = (start + stride * np.arange(seq + 1)) % vocab
+    out.append({"inputs": row[:, :-1].astype(np.int32), "targets": row[:, 1:].astype(np.int32),
+                "positions": np.tile(np.arange(seq, dtype=np.int32), (batch, 1)),
+                "segment_ids": np.ones((batch, seq), np.int32),
+                "loss_mask": np.ones((batch, seq), np.float32)})
+  return out
+
+
+def _engine_config(num_steps, quant_kind="none"):
+  from configs import base as base_config, sft as sft_config
+  c = base_config.get_config()
+  c.optim.update(lr=1e-2, warmup_steps=0, weight_decay=0.01)
+  c.train.num_steps = num_steps
+  c.train.log_every = 1
+  c.checkpoint.every = 2
+  c.progress = False
+  c.tensorboard = False
+  c.model.lora = sft_config.lora_section(True, rank=4, alpha=8.0, targets="q,v,down",
+                                         dropout=0.1, quant=quant_kind)
+  c.model.lora.quant_block = 32
+  return c
+
+
+def _engine_stage(batches, num_steps, cfg):
+  import grain
+  from citrus_jax.train import engine
+  it = iter(grain.MapDataset.source(batches).to_iter_dataset())
+  return engine.Stage(name="lora", loss_fn=losses.lm_loss_fn(cfg), train_iter=it,
+                      num_steps=num_steps, init_params=engine.random_init(cfg, 0))
+
+
+def _engine_losses(workdir):
+  import os
+  from citrus_jax.train import metrics_log
+  rows = metrics_log.read_metrics(os.path.join(workdir, "metrics.jsonl"), "train/")
+  return [rows[s]["train/loss"] for s in sorted(rows)]
+
+
+@pytest.mark.parametrize("quant_kind", ["none", "nf4"])
+def test_engine_trains_adapters_only_and_resumes_exactly(tmp_path, quant_kind):
+  from citrus_jax import runtime
+  from citrus_jax.train import checkpoint, engine
+  cfg = get_preset("tiny")
+  mesh = sharding.make_mesh((1, -1, 1))
+  data = _engine_batches(8, seed=3)
+  full = engine.train(_engine_config(8, quant_kind), cfg, _engine_stage(data, 8, cfg), mesh,
+                      str(tmp_path / "full"))
+  curve = _engine_losses(str(tmp_path / "full"))
+  assert len(curve) == 8 and curve[-1] < curve[0]
+  # the first run's data ends after 4 steps; a fresh stage resumes adapters, AdamW state,
+  # dropout keys and data position from the same workdir
+  part = str(tmp_path / "part")
+  first = engine.train(_engine_config(8, quant_kind), cfg, _engine_stage(data[:4], 8, cfg), mesh,
+                       part)
+  assert first.step == 4
+  resumed = engine.train(_engine_config(8, quant_kind), cfg, _engine_stage(data, 8, cfg), mesh,
+                         part)
+  assert resumed.step == 8
+  np.testing.assert_array_equal(_engine_losses(part), curve)
+  for a, b in zip(jax.tree.leaves(full.adapters), jax.tree.leaves(resumed.adapters)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # the train state holds the adapters and their moments only (the base has no AdamW state)
+  assert set(full.adapters["layers"]) == {"wq", "wv", "w_down"}
+  state_files = {p.name for p in (tmp_path / "full" / "checkpoints" / "8" / "state").iterdir()}
+  n_state = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+      jax.eval_shape(lambda: lora.init_adapters(cfg, lora.config_from(
+          _engine_config(8).model.lora), jax.random.key(0)))))
+  assert n_state == lora.count(full.adapters) and n_state < transformer.count_params(cfg) / 10
+  assert state_files  # written
+  # params/ is base + adapters merged: it reproduces the adapted model's logits
+  base = checkpoint.load_lora_base({"kind": "random", "seed": 0}, cfg,
+                                   lora.config_from(_engine_config(8, quant_kind).model.lora))
+  lcfg = lora.config_from(_engine_config(8, quant_kind).model.lora)
+  adapted = _logits(lora.combine(full.adapters, base, lcfg), cfg)
+  exported = checkpoint.load_params(str(tmp_path / "full"))
+  np.testing.assert_allclose(_logits(exported, cfg), adapted, atol=2e-5)
+  assert np.abs(adapted - _logits(lora.merge(base), cfg)).max() > 1e-3  # training moved it
+  loaded = checkpoint.load_adapters(str(tmp_path / "full"), cfg, lcfg)
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(full.adapters)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # resuming with another LoRA config is refused, naming the file
+  other = _engine_config(8, quant_kind)
+  other.model.lora.rank = 8
+  with pytest.raises(runtime.ConfigError, match=r"lora/lora.json: the checkpoints here"):
+    engine.train(other, cfg, _engine_stage(data, 8, cfg), mesh, part)

@@ -149,3 +149,32 @@ def test_round_trip_and_errors(tmp_path):
     save_file({"base_model.model.model.layers.5.mlp.gate_proj.lora_A.weight":
                np.zeros((2, 64), np.float32)}, weights)
     peft_io.import_adapter(out, cfg)
+
+
+@pytest.mark.slow
+def test_lora_tiny_cli_contract(tmp_path):
+  """`python -m citrus_jax.main --config=configs/sft.py:lora_tiny` leaves export/{peft,base,
+  merged}: PEFT on the base gives the merged model's logits, and a rerun does nothing new."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "citrus_jax.main", "--config=configs/sft.py:lora_tiny",
+         f"--config.workdir={workdir}", "--config.progress=False", "--config.train.num_steps=6"]
+  out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0, out.stderr[-3000:]
+  export = workdir / "export"
+  assert f"LoRA export: PEFT adapter {export / 'peft'}" in out.stdout
+  for name in ("adapter_config.json", "adapter_model.safetensors"):
+    assert (export / "peft" / name).exists()
+  base = _load(str(export / "base"))
+  merged = _load(str(export / "merged"))
+  adapted = peft.PeftModel.from_pretrained(base, str(export / "peft")).eval()
+  assert _diff(_hf_logits(adapted), _hf_logits(merged)) <= TOL
+  assert _diff(_hf_logits(merged), _hf_logits(_load(str(export / "base")))) > 1e-4  # trained
+  tok = transformers.AutoTokenizer.from_pretrained(str(export / "merged"))
+  assert tok("chest pain")["input_ids"]
+  again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0 and "already complete" in again.stdout
+  assert "LoRA export" not in again.stdout

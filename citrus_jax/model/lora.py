@@ -152,16 +152,19 @@ def has_adapters(params: Params) -> bool:
   return any(is_adapted(v) for v in params.get("layers", {}).values())
 
 
-def quantize_base(params: Params, lcfg: LoraConfig, shardings: Any = None) -> Params:
+def quantize_base(params: Params, lcfg: LoraConfig, shardings: Any = None,
+                  donate: bool = False) -> Params:
   """The projection kernels quantised as `lcfg.quant` says (norms, embeddings and the output
-  layer stay as they are, as in QLoRA); one jitted call per kernel, placed on `shardings`."""
+  layer stay as they are, as in QLoRA); one jitted call per kernel, placed on `shardings`.
+  With `donate` each float kernel is freed once quantised (peak: float model + one kernel's
+  quantised copy, not two models); the caller's `params` is unusable afterwards."""
   if lcfg.quant == "none":
     return params
   layers = dict(params["layers"])
   for key in PROJECTIONS:
     sh = None if shardings is None else shardings["layers"][key]
     fn = jax.jit(lambda w: quant.quantize_layers(w, lcfg.quant, lcfg.quant_block),
-                 out_shardings=sh)
+                 out_shardings=sh, donate_argnums=(0,) if donate else ())
     layers[key] = fn(layers[key])
   return dict(params, layers=layers)
 
@@ -235,6 +238,31 @@ def merge(params: Params, dtype: Any = None) -> Params:
       kernel = kernel + delta * w["lora_scale"].astype(jnp.float32)[:, None, None]
     layers[key] = kernel.astype(out_dtype)
   return dict(params, layers=layers)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_step(loss_fn: Any, optimizer: Any, lcfg: LoraConfig, totals_fn: Any = None,
+               grad_accum: int = 1, schedule: Any = None) -> Any:
+  """step(state, batch, base) -> (state, metrics): the shared train step (train/step.py, with
+  the non-finite guard) where `state.params` are the adapters and `base` the frozen rest, a
+  jit argument (arrays closed over by jit would be embedded as constants). Gradients and AdamW
+  moments exist for the adapters only. Dropout keys come from (state.rng, state.step), so a
+  resumed run draws the same masks."""
+  from citrus_jax.train import optim, step as step_lib
+  totals_fn = totals_fn or step_lib.token_totals
+
+  def step(state: Any, batch: Any, base: Params) -> Any:
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def adapted_loss(adapters: Params, b: Any, totals: Any) -> Any:
+      return loss_fn(combine(adapters, base, lcfg, dropout_key=key), b, totals)
+
+    inner = optim.guard_step(step_lib.make_train_step(adapted_loss, optimizer, totals_fn,
+                                                      grad_accum, schedule))
+    return inner(state, batch)
+  return step
 
 
 # --------------------------------------------------------------------------- sharding

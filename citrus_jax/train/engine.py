@@ -24,8 +24,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from citrus_jax import multihost, sharding
-from citrus_jax.model import transformer
+from citrus_jax.model import lora, transformer
 from citrus_jax.model.config import ModelConfig
+from citrus_jax.runtime import ConfigError
 from citrus_jax.train import checkpoint, metrics_log, optim
 from citrus_jax.train.step import LossFn, TotalsFn, init_state, make_eval_step, \
     make_train_step, state_shardings, token_totals
@@ -56,6 +57,7 @@ class TrainResult:
   workdir: str
   last_metrics: dict[str, float]
   stopped_early: str | None = None
+  adapters: Any = None  # LoRA runs: the trained adapters (params is then base + them, merged)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -184,18 +186,44 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
               file=sys.stdout, mininterval=1.0)
 
 
+def lora_config(config: Any) -> lora.LoraConfig | None:
+  """`config.model.lora` as a LoraConfig (None: off); a bad field is a ConfigError."""
+  try:
+    return lora.config_from(config.model.get("lora"))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
           workdir: str) -> TrainResult:
-  """Runs (or resumes) `stage` to `stage.num_steps` and exports params to `workdir/params`."""
+  """Runs (or resumes) `stage` to `stage.num_steps` and exports params to `workdir/params`.
+
+  With `config.model.lora` enabled the train state holds only the LoRA adapters and their
+  optimizer state; the base (`stage.init_params`, quantised if lora.quant says so) is frozen,
+  reloaded on resume from the reference in `workdir/lora/lora.json`, and passed to the step as
+  an argument. `workdir/params` is then base + adapters merged (what the next stage, evaluation
+  and HF export read) and `workdir/lora/adapters` the adapters (peft_io.export_stage)."""
   is_main = jax.process_index() == 0
   optimizer, schedule = optim.make_optimizer(config.optim, stage.num_steps)
-  param_sh = sharding.param_shardings(model_cfg, mesh)
-  abstract_params = jax.eval_shape(lambda: transformer.init_params(model_cfg, jax.random.key(0)))
+  lcfg = lora_config(config)
+  if lcfg is None:
+    param_sh = sharding.param_shardings(model_cfg, mesh)
+    abstract_params = jax.eval_shape(lambda: transformer.init_params(model_cfg,
+                                                                     jax.random.key(0)))
+  else:
+    abstract_params, abstract_base = lora.abstract_params(model_cfg, lcfg)
+    param_sh = lora.shardings_like(abstract_params, model_cfg, mesh)
+    base_sh = lora.shardings_like(abstract_base, model_cfg, mesh)
   abstract_state = jax.eval_shape(lambda p: init_state(p, optimizer, config.seed), abstract_params)
   state_sh = state_shardings(abstract_state, param_sh, mesh)
   ck = config.checkpoint
   ckpt_dir = os.path.join(workdir, "checkpoints")
   checkpoint.check_writable(ckpt_dir)  # seconds, not an async save timing out minutes later
+  if lcfg is not None:
+    checkpoint.write_lora_meta(workdir, model_cfg, lcfg, checkpoint.base_reference(config))
+    # The frozen base, on every start (fresh or resumed): the same init as a full run.
+    base = lora.quantize_base(stage.init_params(sharding.param_shardings(model_cfg, mesh)), lcfg,
+                              base_sh, donate=stage.rollout is None)
   ckpt = checkpoint.Checkpointer(ckpt_dir, every=ck.every,
                                  keep=ck.keep, async_save=ck.get("async_save", True))
   state_finite = jax.jit(lambda s: optim.all_finite((s.params, s.opt_state)))
@@ -207,20 +235,36 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
   if start is not None:
     print(f"[{stage.name}] resumed from step {start} in {workdir}", flush=True)
   else:
-    params = stage.init_params(param_sh)
+    if lcfg is None:
+      params = stage.init_params(param_sh)
+    else:  # PEFT's init (B = 0: the adapted model starts as the base)
+      params = jax.jit(lambda: lora.init_adapters(
+          model_cfg, lcfg, jax.random.fold_in(jax.random.key(config.seed), 1)),
+          out_shardings=param_sh)()
     state = jax.jit(lambda p: init_state(p, optimizer, config.seed), out_shardings=state_sh)(params)
     start = 0
 
   grad_accum = config.optim.get("grad_accum", 1)
-  step_fn = in_mesh(mesh, jax.jit(optim.guard_step(make_train_step(
-                                      stage.loss_fn, optimizer, stage.totals_fn, grad_accum,
-                                      schedule)),
-                                  in_shardings=(state_sh, None), out_shardings=(state_sh, None),
-                                  donate_argnums=0))
+  if lcfg is None:
+    step_fn = in_mesh(mesh, jax.jit(optim.guard_step(make_train_step(
+                                        stage.loss_fn, optimizer, stage.totals_fn, grad_accum,
+                                        schedule)),
+                                    in_shardings=(state_sh, None),
+                                    out_shardings=(state_sh, None), donate_argnums=0))
+    full_params = lambda p: p
+  else:
+    lora_step = in_mesh(mesh, jax.jit(lora.train_step(stage.loss_fn, optimizer, lcfg,
+                                                      stage.totals_fn, grad_accum, schedule),
+                                      in_shardings=(state_sh, None, base_sh),
+                                      out_shardings=(state_sh, None), donate_argnums=0))
+    step_fn = lambda s, b: lora_step(s, b, base)
+    full_params = lambda p: lora.combine(p, base, lcfg)  # no dropout: eval and rollouts
   eval_fn = in_mesh(mesh, jax.jit(make_eval_step(stage.loss_fn, stage.totals_fn)))
   logger = metrics_log.MetricsLogger(workdir, tensorboard=config.get("tensorboard", True),
                                      resume_step=start)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params))
+  if lcfg is not None:  # the base's matmuls run forward and backward (no weight gradients)
+    n_params = transformer.count_params(model_cfg) * 2 // 3
   peak = metrics_log.peak_flops()
   log_every = max(int(config.train.get("log_every", 10)), 1)
   # The host reads a step's metrics only at log, eval and save points (and the end), so it
@@ -277,7 +321,7 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
         break
       rollout_metrics: dict[str, float] = {}
       if stage.rollout is not None:
-        local, rollout_metrics = stage.rollout(state.params, local, step)
+        local, rollout_metrics = stage.rollout(full_params(state.params), local, step)
       tokens_since += stage.tokens_in_batch(local)
       seq_len = int(np.asarray(local[next(iter(local))]).shape[-1])
       state, metrics = step_fn(state, to_global(local, mesh))  # dispatched, not waited for
@@ -291,8 +335,8 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
           or stage.rollout is not None):
         last = drain() or last
       if is_eval:
-        logger.write(step, evaluate(eval_fn, state.params, stage.eval_batches(), mesh),
-                     prefix="eval/")
+        logger.write(step, evaluate(eval_fn, full_params(state.params), stage.eval_batches(),
+                                    mesh), prefix="eval/")
       if skips.diverged:
         diverged = _diverged_message(stage.name, config, step, max_skipped, skips.first_bad,
                                      last_good, ckpt_dir)
@@ -321,11 +365,19 @@ def train(config: Any, model_cfg: ModelConfig, stage: Stage, mesh: Mesh,
   logger.close()
   if diverged:
     raise TrainingDivergedError(diverged)
+  params, adapters = state.params, None
+  if lcfg is not None:
+    adapters = state.params
+    params = in_mesh(mesh, jax.jit(lambda a, b: lora.merge(lora.combine(a, b, lcfg),
+                                                           model_cfg.param_dtype)))(adapters, base)
   if stopped is None or stopped == "data exhausted":
-    checkpoint.save_params(workdir, state.params, model_cfg,
-                           extra={"stage": stage.name, "step": step})
-  return TrainResult(params=state.params, step=step, workdir=workdir, last_metrics=last,
-                     stopped_early=stopped)
+    checkpoint.save_params(workdir, params, model_cfg,
+                           extra={"stage": stage.name, "step": step,
+                                  **({"lora": True} if lcfg else {})})
+    if lcfg is not None:
+      checkpoint.save_adapters(workdir, adapters)
+  return TrainResult(params=params, step=step, workdir=workdir, last_metrics=last,
+                     stopped_early=stopped, adapters=adapters)
 
 
 def _save(ckpt: checkpoint.Checkpointer, step: int, state: Any, data_iter: Any,

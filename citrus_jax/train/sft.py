@@ -196,4 +196,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, engine.Tra
             for n, c in stages]
     (epath.Path(workdir) / "sft_stages.json").write_text(
         json.dumps({"stages": done, "final": stages[-1][1].workdir}, indent=2))
+  final = stages[-1][1].workdir
+  export = os.path.join(workdir, "export")  # LoRA: export/{peft,base,merged} of the last stage
+  if (engine.lora_config(config) is not None and is_complete(final)
+      and (any(results.values()) or not os.path.exists(os.path.join(export, "merged")))):
+    from citrus_jax import peft_io
+    paths = peft_io.export_stage(final, export, tokenizer=tok, mesh=runtime.make_mesh(config))
+    print(f"[sft] LoRA export: PEFT adapter {paths['peft']}, HF base {paths['base']}, merged HF "
+          f"{paths['merged']}", flush=True)
   return results
