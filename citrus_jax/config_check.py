@@ -370,6 +370,23 @@ def _steps_or_epochs(config: ml_collections.ConfigDict, n_devices: int | None
              " num_steps / num_epochs)")
 
 
+def _batch_over_shards(config: ml_collections.ConfigDict, n_devices: int | None
+                       ) -> Iterable[Problem]:
+  """Each logical data shard (config.data.num_shards, multihost.py) batches global // shards
+  rows, so every batch of the stage must split over the shards."""
+  shards = config.data.get("num_shards", 0)
+  if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+    return  # 0: one shard per process (checked against the batch when the processes are known)
+  batches = [("data.global_batch_size", config.data.get("global_batch_size"))]
+  if config.stage == "sft":
+    batches += [(f"sft.stages[{i}].batch_size", s.get("batch_size"))
+                for i, s in _sft_stages(config)]
+  for field, gbs in batches:
+    if isinstance(gbs, int) and gbs >= 1 and gbs % shards:
+      yield (f"config.{field}", f"{gbs} does not split over config.data.num_shards={shards} "
+             "logical data shards; make it a multiple")
+
+
 def _less_than(small: str, big: str) -> Callable[..., Iterable[Problem]]:
   def check(config: ml_collections.ConfigDict, n_devices: int | None) -> Iterable[Problem]:
     a, b = _get(config, small), _get(config, big)
@@ -408,6 +425,7 @@ CROSS: list[Cross] = [
     Cross(_mesh_and_batch),
     Cross(_train_paths, TRAIN),
     Cross(_steps_or_epochs, TRAIN),
+    Cross(_batch_over_shards, ("cpt", "sft", "rl")),
     Cross(_context(("data.seq_len",)), ("cpt", "sft")),
     Cross(_context(("rl.max_length",)), ("rl",)),
     Cross(_less_than("rl.max_prompt_length", "rl.max_length"), ("rl",)),

@@ -101,6 +101,10 @@ CASES = [
     ("rl:tiny", "rl.max_prompt_length", 128, None, "must be < config.rl.max_length"),
     ("rl:tiny", "rl.max_length", 4096, None, "max_seq_len 256"),
     ("rl:tiny", "data.on_error", "warn", None, "'warn' is unknown"),
+    ("rl:tiny", "data.num_shards", 3, "config.data.global_batch_size",
+     "8 does not split over config.data.num_shards=3"),
+    ("cpt:tiny", "data.num_shards", 16, "config.data.global_batch_size",
+     "8 does not split over config.data.num_shards=16"),
     ("grpo:tiny", "grpo.num_generations", 1, None, "must be >= 2"),
     ("grpo:tiny", "grpo.max_new_tokens", 1000, "config.grpo.max_prompt_length",
      "max_prompt_length + config.grpo.max_new_tokens = 1064 exceeds"),
@@ -143,6 +147,19 @@ def test_the_mesh_and_per_stage_batches_against_the_devices():
   config.sft.stages[0].batch_size = None
   config.mesh.shape = (3, 1, 1)
   assert [f for f, _ in config_check.problems(config, 4)] == ["config.mesh.shape"]
+
+
+def test_every_batch_splits_over_the_logical_shards():
+  config = _get_config("sft:tiny")
+  config.data.num_shards = 4
+  assert config_check.problems(config, 1) == []
+  config.sft.stages[0].batch_size = 6
+  assert config_check.problems(config, 1) == [
+      ("config.sft.stages[0].batch_size",
+       "6 does not split over config.data.num_shards=4 logical data shards; make it a multiple")]
+  grpo = _get_config("grpo:tiny")  # GRPO reads no data shards: its batch is its rollouts
+  grpo.data.num_shards = 3
+  assert config_check.problems(grpo, 1) == []
 
 
 def test_sft_stage_lengths_fall_back_to_the_top_level():
