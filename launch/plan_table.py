@@ -57,12 +57,14 @@ def _attention_setup(cfg: Any, attention: str) -> tuple[Any, Any, str]:
 
 
 def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any],
-             attention: str = "einsum") -> dict[str, Any]:
+             attention: str = "einsum", remat: str = "") -> dict[str, Any]:
   from citrus_jax import runtime
   from citrus_jax.train import plan
   from configs import cpt
   config = cpt.get_config(preset)
   config.optim.grad_accum = grad_accum
+  if remat:
+    config.model.remat = remat
   cfg, attention_fn, wiring = _attention_setup(runtime.model_config_from(config), attention)
   t0 = time.time()
   row = {"preset": preset, "slice": slice_name, "grad_accum": grad_accum,
@@ -81,7 +83,7 @@ def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any],
 
 
 def fewest_microbatches(preset: str, slice_name: str, log=print, attention: str = "einsum",
-                        max_accum: int = 0) -> dict[str, Any]:
+                        max_accum: int = 0, remat: str = "") -> dict[str, Any]:
   """Bisection over grad_accum in 1, 2, 4, ... (1 sequence per data-parallel shard at most)."""
   from citrus_jax import sharding
   from citrus_jax.train import plan
@@ -95,7 +97,7 @@ def fewest_microbatches(preset: str, slice_name: str, log=print, attention: str 
   lo, hi, best, worst = 0, len(options) - 1, None, None
   while lo <= hi:
     mid = (lo + hi) // 2
-    row = plan_one(preset, slice_name, options[mid], devices, attention)
+    row = plan_one(preset, slice_name, options[mid], devices, attention, remat)
     row.setdefault("mesh", dict(zip(sharding.MESH_AXES, mesh_shape)))
     log(json.dumps(row))
     if row["fits"]:
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--attention", default="einsum", help="einsum, splash, or both: einsum,splash")
   p.add_argument("--max-accum", type=int, default=0,
                  help="largest grad_accum the bisection tries (0: up to 1 sequence per shard)")
+  p.add_argument("--remat", default="", help="override the presets' model.remat (none, dots, full)")
   p.add_argument("--out", default="", help="also write the rows as JSON here (and resume)")
   a = p.parse_args(argv)
   rows = []
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if (preset, slice_name, attention) in done:
           continue
         rows.append(fewest_microbatches(preset, slice_name, log=lambda s: print(s, flush=True),
-                                        attention=attention, max_accum=a.max_accum))
+                                        attention=attention, max_accum=a.max_accum,
+                                        remat=a.remat))
         if a.out:
           with open(a.out, "w") as f:
             json.dump(rows, f, indent=2)
