@@ -60,7 +60,8 @@ def test_every_step_ran_and_saved_its_config(run):
   assert stdout.strip().splitlines()[-1] == str(workdir)
   for step in STEP_DIRS:
     assert (workdir / step / "done.json").exists(), step
-  for step in ("init", "cpt", "sft/sft1", "sft/sft2", "sft/sft3", "rejection", "rl", "export"):
+  for step in ("data", "tokenizer", "init", "cpt", "sft/sft1", "sft/sft2", "sft/sft3",
+               "rejection", "rl", "eval/init", "eval/rl", "export"):
     assert (workdir / step / "config.json").exists(), step
   assert _json(workdir / "rl" / "config.json")["optim"]["lr"] == 1e-3  # configs/rl.py:tiny
   assert _json(workdir / "cpt" / "config.json")["train"]["num_steps"] == 4  # the override

@@ -78,7 +78,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, devices: list[Any] | No
     print(f"[plan] {step}: {shape}", flush=True)
     results[step] = {**plan.checked_plan(c, cfg, devices), **shape}
     done[key] = step
-    print(plan.format_plan(results[step]), flush=True)
+    print(plan.format_plan(results[step], plan._available_bytes(devices or [], c)), flush=True)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   (epath.Path(workdir) / "plan.json").write_text(json.dumps(results, indent=2))
   return workdir

@@ -34,7 +34,11 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 def prepare(config: ml_collections.ConfigDict, step_dir: str) -> dict[str, Any]:
   """The data step: generates the source's files (tiny, clinic_world) or records the user's."""
+  from citrus_jax.pipeline import runner
   source = config.pipeline.source
+  runner.save_config({"pipeline": config.pipeline.to_dict(), "seed": config.seed,
+                      "given": {role: _get(config, f) for role, f in ROLE_FIELDS.items()}},
+                     step_dir)
   if source == "clinic_world":
     from citrus_jax.pipeline import clinic
     return clinic.step_data(config, step_dir)
@@ -112,4 +116,6 @@ def tokenizer_step(config: ml_collections.ConfigDict, step_dir: str, data: dict[
   if not path:
     raise ConfigError("config.tokenizer.path: empty, and so is config.init.hf_dir (whose "
                       "tokenizer the steps would use)")
+  from citrus_jax.pipeline import runner
+  runner.save_config({"tokenizer": path}, step_dir)
   return {"model": path, "vocab_size": tokenizer.load_tokenizer(path).vocab_size}

@@ -192,6 +192,7 @@ def eval_one(config, name: str, out_dir: str, tok: str, init: dict[str, str], ev
                                 "data_dir": ev["data_dir"], "timestamped": False})
   if name in runner_list(s.baselines):
     c.eval.mode = s.baseline_mode
+  runner.save_config(c, out_dir)
   harness.run(c, out_dir)
   if jax.process_index() != 0:  # process 0 alone wrote the outputs (and writes the records)
     return {"n": None, "benchmarks": {}, "by_group": {}, "mode": c.eval.mode}
