@@ -183,3 +183,23 @@ def test_reference_cache_is_reused_only_for_the_same_pairs(setup, tmp_path, monk
   rl.with_reference(moved, rl.reference_key(config, [str(path)], moved), params, cfg, 128, 8,
                     cache)
   assert calls == [1, 1, 1]
+
+
+def test_sharded_run_with_a_padded_eval_batch(setup, tmp_path):
+  """The stage end to end on the 8-device mesh: 2 logical shards, 14 held-out pairs (8 + a
+  6-pair batch padded to 8), evaluated every step (a ragged batch used to fail here)."""
+  from citrus_jax.train import metrics_log
+  d, model = setup
+  (tmp_path / "heldout14.jsonl").write_text("".join(open(d / "heldout.jsonl").readlines()[:14]))
+  config = _config(d, model, tmp_path / "run")
+  config.data.eval_paths = str(tmp_path / "heldout14.jsonl")
+  config.data.num_shards = 2
+  config.data.num_epochs = 0
+  config.train.num_steps = 2
+  config.train.eval_every = 1
+  result = rl.run(config, config.workdir)
+  assert result.step == 2
+  evals = metrics_log.read_metrics(str(tmp_path / "run" / "metrics.jsonl"), "eval/")
+  assert sorted(evals) == [1, 2]
+  assert all(np.isfinite(evals[s]["eval/loss"]) for s in evals)
+  assert 0.0 <= evals[2]["eval/rewards/accuracies"] <= 1.0
