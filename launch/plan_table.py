@@ -18,7 +18,8 @@ splash.py) in place of the einsum attention. Until `model.attention="splash"` is
 transformer.py, that is done by swapping `transformer._attention` for the compile
 (`plan.attention_override` with `plan.splash_or_einsum`; the row says "attention_wiring":
 "patched"); once ModelConfig accepts "splash" the config field is used instead ("config").
---max-accum bounds the bisection (e.g. by the einsum row's count: splash never needs more).
+--max-accum bounds the bisection (e.g. by the einsum row's count: splash never needs more);
+--remat overrides the presets' model.remat; --loss-chunk sets train.loss_chunk (chunked loss).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _attention_setup(cfg: Any, attention: str) -> tuple[Any, Any, str]:
 
 
 def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any],
-             attention: str = "einsum", remat: str = "") -> dict[str, Any]:
+             attention: str = "einsum", remat: str = "", loss_chunk: int = 0) -> dict[str, Any]:
   from citrus_jax import runtime
   from citrus_jax.train import plan
   from configs import cpt
@@ -65,12 +66,13 @@ def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any],
   config.optim.grad_accum = grad_accum
   if remat:
     config.model.remat = remat
+  config.train.loss_chunk = loss_chunk
   cfg, attention_fn, wiring = _attention_setup(runtime.model_config_from(config), attention)
   t0 = time.time()
   row = {"preset": preset, "slice": slice_name, "grad_accum": grad_accum,
          "seq_len": config.data.seq_len, "global_batch": config.data.global_batch_size,
          "remat": cfg.remat, "compute_dtype": cfg.compute_dtype, "attention": attention,
-         "attention_wiring": wiring}
+         "attention_wiring": wiring, "loss_chunk": loss_chunk}
   try:
     row.update(plan.plan(config, cfg, devices, attention_fn=attention_fn), fits=True)
   except Exception as e:  # pylint: disable=broad-except
@@ -83,7 +85,8 @@ def plan_one(preset: str, slice_name: str, grad_accum: int, devices: list[Any],
 
 
 def fewest_microbatches(preset: str, slice_name: str, log=print, attention: str = "einsum",
-                        max_accum: int = 0, remat: str = "") -> dict[str, Any]:
+                        max_accum: int = 0, remat: str = "", loss_chunk: int = 0
+                        ) -> dict[str, Any]:
   """Bisection over grad_accum in 1, 2, 4, ... (1 sequence per data-parallel shard at most)."""
   from citrus_jax import sharding
   from citrus_jax.train import plan
@@ -97,7 +100,7 @@ def fewest_microbatches(preset: str, slice_name: str, log=print, attention: str 
   lo, hi, best, worst = 0, len(options) - 1, None, None
   while lo <= hi:
     mid = (lo + hi) // 2
-    row = plan_one(preset, slice_name, options[mid], devices, attention, remat)
+    row = plan_one(preset, slice_name, options[mid], devices, attention, remat, loss_chunk)
     row.setdefault("mesh", dict(zip(sharding.MESH_AXES, mesh_shape)))
     log(json.dumps(row))
     if row["fits"]:
@@ -112,27 +115,32 @@ def _gib(size: str) -> str:
   return f"{size[:-1]} {size[-1]}iB" if size[-1:] in "KMGT" and size[:-1] else size
 
 
+def _kernel(r: dict[str, Any]) -> str:
+  """The attention, remat and loss-chunk cells of a row (older rows: einsum, full logits)."""
+  return (f"{r.get('attention', 'einsum')} | {r.get('remat', '?')} | "
+          f"{r.get('loss_chunk', 0) or 'off'}")
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-  out = ["| preset | attention | slice (chips) | mesh (data, fsdp, tensor) | grad accum "
-         "| seqs / shard / microbatch | params + opt state / chip | compiled peak / chip "
+  out = ["| preset | attention | remat | loss chunk | slice (chips) | mesh (data, fsdp, tensor) "
+         "| grad accum | seqs / shard / microbatch | params + opt state / chip | compiled peak / chip "
          "| HBM / chip | fits |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     hbm, mesh = SLICES[r["slice"]][1], r["mesh"]
+    micro = r["global_batch"] // (mesh["data"] * mesh["fsdp"]) // r["grad_accum"]
     if r["fits"]:
-      shards = mesh["data"] * mesh["fsdp"]
-      micro = r["global_batch"] // shards // r["grad_accum"]
       state = (r["params_bytes_per_device"] + r["opt_state_bytes_per_device"]) / GIB
-      out.append(f"| {r['preset']} | {r.get('attention', 'einsum')} | {r['slice']} "
+      out.append(f"| {r['preset']} | {_kernel(r)} | {r['slice']} "
                  f"({r['n_devices']}) | "
                  f"({mesh['data']}, {mesh['fsdp']}, {mesh['tensor']}) | {r['grad_accum']} | "
                  f"{micro} | {state:.1f} GiB | {r['peak_bytes_per_device'] / GIB:.1f} GiB | "
                  f"{hbm} GiB | yes |")
     else:
-      out.append(f"| {r['preset']} | {r.get('attention', 'einsum')} | {r['slice']} "
+      out.append(f"| {r['preset']} | {_kernel(r)} | {r['slice']} "
                  f"({r['n_devices']}) | "
                  f"({mesh['data']}, {mesh['fsdp']}, {mesh['tensor']}) | {r['grad_accum']} | "
-                 f"1 | - | needs {_gib(r['temp_needed'])} of temporaries | {hbm} GiB | no |")
+                 f"{micro} | - | needs {_gib(r['temp_needed'])} of temporaries | {hbm} GiB | no |")
   return "\n".join(out)
 
 
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--max-accum", type=int, default=0,
                  help="largest grad_accum the bisection tries (0: up to 1 sequence per shard)")
   p.add_argument("--remat", default="", help="override the presets' model.remat (none, dots, full)")
+  p.add_argument("--loss-chunk", type=int, default=0,
+                 help="train.loss_chunk for the step (0: full [B, T, V] logits)")
   p.add_argument("--out", default="", help="also write the rows as JSON here (and resume)")
   a = p.parse_args(argv)
   rows = []
@@ -161,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
           continue
         rows.append(fewest_microbatches(preset, slice_name, log=lambda s: print(s, flush=True),
                                         attention=attention, max_accum=a.max_accum,
-                                        remat=a.remat))
+                                        remat=a.remat, loss_chunk=a.loss_chunk))
         if a.out:
           with open(a.out, "w") as f:
             json.dump(rows, f, indent=2)

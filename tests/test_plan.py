@@ -140,5 +140,9 @@ def test_plan_table_rows_name_the_attention_and_its_wiring():
          "mesh": {"data": 1, "fsdp": 32, "tensor": 1}, "fits": True, "global_batch": 512,
          "grad_accum": 4, "params_bytes_per_device": 2 ** 30, "opt_state_bytes_per_device": 2 ** 31,
          "peak_bytes_per_device": 40 * 2 ** 30}
-  assert "| p | splash | v5p-64 (32) | (1, 32, 1) | 4 | 4 | 3.0 GiB | 40.0 GiB |" in \
-      plan_table.markdown([row])
+  row.update(remat="full", loss_chunk=1024)
+  failed = {**row, "fits": False, "grad_accum": 2, "temp_needed": "97.5G", "loss_chunk": 0}
+  table = plan_table.markdown([row, failed])
+  assert ("| p | splash | full | 1024 | v5p-64 (32) | (1, 32, 1) | 4 | 4 | 3.0 GiB | 40.0 GiB |"
+          in table)
+  assert "| p | splash | full | off | v5p-64 (32) | (1, 32, 1) | 2 | 8 | - | needs 97.5 GiB" in table
