@@ -47,11 +47,15 @@ def get_config(preset: str = "tiny"):
       data_dir="",  # or: scan a directory for benchmark files (filtered by `benchmarks` if set)
       predictions="",  # score these JSONL outputs instead of running a model
       mode="generate",  # generate | loglik | both | prompts (write the chat messages only)
-      prompt="citrus",  # citrus (persona + <think>/<answer>) | letter (answer with a letter)
+      # citrus (default: the SFT-3 training prompt, persona + <think>/<answer>) | reference (the
+      # released evaluation's prompt byte for byte) | letter | reference_letter (answer with a
+      # letter; the reference's for non-Citrus models). eval/prompts.py documents each.
+      prompt="citrus",
       chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | qwen3 | plain
       max_new_tokens=max_new,
       temperature=temperature,  # 0 = greedy; the paper samples once at 0.7
-      samples=1,  # k > 1: k answers per item in one batched call; maj@k, pass@k (needs temperature > 0)
+      samples=1,  # k > 1: k answers per item in one batched call; maj@k, pass@k
+      sampling_temperature=0.7,  # what samples=k > 1 samples at when temperature is 0 (greedy)
       seeds="",  # e.g. "[0,1,2]": one run per sampling seed; acc mean/std/min/max over them
       think_budget="",  # e.g. "256" or "[128,256,512]": force the answer after N thinking tokens
       answer_tokens=32,  # new tokens for the forced answer block after the think budget
@@ -64,5 +68,7 @@ def get_config(preset: str = "tiny"):
       limit=0,  # > 0: the first `limit` items of each benchmark (quick checks)
       on_error="raise",  # raise | skip: bad benchmark rows / prediction lines are counted
       timestamped=True,  # write to <workdir>/eval_<time>; False: into workdir itself
+      # tiny only: with no data and no model given, generate benchmark files and a random model
+      generate_tiny_inputs=preset == "tiny",
   ))
   return c

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -355,7 +356,6 @@ def test_samples_in_one_batch_and_budget_forcing(tok):
 
 
 @pytest.mark.parametrize("ev,match", [
-    (dict(samples=4), "set --config.eval.temperature=0.7"),
     (dict(samples=0), "samples=0"),
     (dict(seeds="[0,1]"), "greedy runs do not depend"),
     (dict(seeds="0,x", temperature=0.7), "eval.seeds: 'x'"),
@@ -366,6 +366,33 @@ def test_samples_in_one_batch_and_budget_forcing(tok):
 def test_scaling_config_errors(tmp_path, ev, match):
   with pytest.raises(harness.runtime.ConfigError, match=match):
     harness.check_eval_config(_config(tmp_path, **ev).eval)
+
+
+def test_samples_at_temperature_0_sample_at_the_sampling_temperature():
+  ev = ml_collections.ConfigDict(dict(samples=4, temperature=0.0, sampling_temperature=0.7))
+  harness._sampling_for_k(ev)
+  assert ev.temperature == 0.7
+  ev = ml_collections.ConfigDict(dict(samples=4, temperature=0.0, sampling_temperature=0.0))
+  with pytest.raises(harness.runtime.ConfigError, match="needs sampling"):
+    harness._sampling_for_k(ev)
+
+
+@pytest.mark.slow
+def test_the_tiny_preset_runs_as_it_is_with_samples(tmp_path):
+  """The #20 contract, as written: `--config=configs/eval.py:tiny --config.eval.samples=4` with
+  nothing else generates its benchmarks and a random model, and writes maj@4, pass@4 and a 95%
+  interval for each benchmark."""
+  cmd = [sys.executable, "-m", "citrus_jax.main", "--config=configs/eval.py:tiny",
+         "--config.eval.samples=4", f"--config.workdir={tmp_path / 'run'}",
+         "--config.progress=False"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "sampling at 0.7" in out.stdout
+  summary = json.load(open(os.path.join(out.stdout.strip().splitlines()[-1], "summary.json")))
+  assert len(summary["benchmarks"]) == 2  # the generated MedQA JSONL and MMLU CSV
+  for s in summary["benchmarks"].values():
+    for name in ("acc", "maj@4", "pass@4"):
+      assert 0 <= s[f"{name}_ci95"][0] <= s[name] <= s[f"{name}_ci95"][1] <= 1
 
 
 @pytest.mark.slow

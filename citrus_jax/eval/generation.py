@@ -13,16 +13,14 @@ from citrus_jax.eval import extract, loglik, prompts, scaling
 from citrus_jax.eval.summaries import summarize
 from citrus_jax.model.config import ModelConfig
 
-PROMPTS = ("citrus", "letter")
+PROMPTS = prompts.EVAL_PROMPTS
 
 
-def item_messages(item: Any, prompt: str = "citrus") -> list[dict[str, str]]:
-  """Citrus: persona + Citrus user prompt with options; letter: question, options, instruction."""
-  if prompt == "citrus":
-    return prompts.citrus_messages(item)
-  if prompt == "letter":
-    return prompts.letter_messages(item)
-  raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+def item_messages(item: Any, prompt: str = prompts.DEFAULT_EVAL_PROMPT) -> list[dict[str, str]]:
+  """The chat messages of one item for a prompt variant (eval/prompts.py says what each is)."""
+  if prompt not in PROMPTS:
+    raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+  return prompts.eval_messages(item, prompt)
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 
-from citrus_jax import runtime
+from citrus_jax import run_dirs, runtime
 from citrus_jax.eval import extract, loglik, scaling  # noqa: F401  (harness.extract is used)
 # The harness's parts; their names stay importable from here.
 from citrus_jax.eval.files import (_write_jsonl, load_all, output_dir,  # noqa: F401
@@ -70,11 +70,6 @@ def check_eval_config(ev: ml_collections.ConfigDict) -> None:
   samples = ev.get("samples", 1)
   if not isinstance(samples, int) or samples < 1:
     raise runtime.ConfigError(f"config.eval.samples={samples!r}; expected an integer >= 1")
-  if samples > 1 and ev.temperature <= 0:
-    raise runtime.ConfigError(
-        f"config.eval.samples={samples} draws several answers per item but "
-        f"config.eval.temperature={ev.temperature} is greedy, so all {samples} would be equal; "
-        "set --config.eval.temperature=0.7 (the paper's), or samples=1")
   if len(seeds) > 1 and ev.temperature <= 0:
     raise runtime.ConfigError(f"config.eval.seeds={seeds} with config.eval.temperature="
                               f"{ev.temperature}: greedy runs do not depend on the seed; set "
@@ -113,9 +108,48 @@ def _load_model(config: ml_collections.ConfigDict, tok: Any, mesh: Any) -> tuple
   return cfg, params
 
 
+def _sampling_for_k(ev: ml_collections.ConfigDict) -> None:
+  """k > 1 answers per item only make sense sampled: a greedy preset asked for samples=k draws
+  them at eval.sampling_temperature (default 0.7, the paper's) and says so."""
+  if ev.get("samples", 1) > 1 and ev.temperature <= 0:
+    t = float(ev.get("sampling_temperature", 0.7))
+    if t <= 0:
+      raise runtime.ConfigError(f"config.eval.samples={ev.samples} needs sampling; set "
+                                "config.eval.temperature (or sampling_temperature) > 0")
+    print(f"[eval] samples={ev.samples} at temperature 0 would repeat one answer: sampling at "
+          f"{t} (config.eval.sampling_temperature)", flush=True)
+    with ev.unlocked():
+      ev.temperature = t
+
+
+def _tiny_inputs(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """configs/eval.py:tiny with no data and no model: generated benchmark files (MedQA JSONL,
+  MMLU CSV) and a tiny random HF model with its tokenizer, so the preset runs as it is."""
+  ev = config.eval
+  given = (ev.benchmarks, ev.data_paths, ev.data_dir, ev.predictions, config.init.get("checkpoint"),
+           config.init.get("hf_dir"))
+  if not ev.get("generate_tiny_inputs", False) or any(given):
+    return
+  # pipeline imports this module (its eval step), hence the import here.
+  from citrus_jax.pipeline import tiny_data  # pylint: disable=g-import-not-at-top
+  out = os.path.join(workdir, "tiny_inputs")
+  done = os.path.join(out, "hf_model", "config.json")
+  paths = tiny_data.write_files(out, seed=config.seed)
+  model = {"hf_dir": os.path.join(out, "hf_model")} if os.path.exists(done) else \
+      tiny_data.write_model(out, [paths[k] for k in ("cpt", "sft1", "sft2", "sft3")],
+                            seed=config.seed)
+  with config.unlocked():
+    ev.data_dir = paths["eval_dir"]
+    config.init.hf_dir = model["hf_dir"]
+  print(f"[eval] no data or model given (tiny preset): generated {paths['eval_dir']} and a "
+        f"random model {model['hf_dir']}", flush=True)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Evaluates the configured benchmarks; returns the output directory (main prints it last)."""
   ev = config.eval
+  _tiny_inputs(config, workdir)
+  _sampling_for_k(ev)
   check_eval_config(ev)
   data = load_all(resolve_benchmarks(ev), ev)
   for key, bench in data.items():
@@ -154,6 +188,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     settings["mode"] = "predictions"
   else:
     from citrus_jax.train.cpt import load_tokenizer
+    run_dirs.apply_to_init(config)  # a run, stage, params or HF dir; prints which
     tok = load_tokenizer(config)
     mesh = runtime.make_mesh(config)
     cfg, params = _load_model(config, tok, mesh)

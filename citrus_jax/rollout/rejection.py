@@ -140,7 +140,7 @@ def verify(q: Question, text: str, judge: Judge | None = None
   span = extract.extract_answer_span(text)
   pred = None
   if q.options:
-    pred = extract.map_to_option(span, q.options) if span else None
+    pred = extract.map_output(text, q.options)  # untagged text only where it commits (as eval)
     if pred is not None:
       return span, pred, "correct" if pred == q.gold else "wrong", "rule"
   elif span and open_match(span, q.gold_text):
