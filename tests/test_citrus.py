@@ -259,3 +259,26 @@ def test_local_io_step_is_staged_and_uploaded_for_a_remote_workdir(tmp_path, mon
   assert os.path.exists(os.path.join(workdir, "export", "hf", "config.json"))
   assert _json(os.path.join(workdir, "export", "done.json"))["hf_export"] == result["hf_export"]
   assert runner.run_step(workdir, "export", fn, local_io=True)["n"] == 3 and len(seen) == 1
+
+
+@pytest.mark.slow
+def test_skipped_steps_chain_to_the_last_stage_that_ran(tmp_path):
+  """Only SFT-3 trains (from the HF init), then the export; every other step is skipped, the
+  report says so, and unskipping nothing reruns nothing."""
+  skip = [f"--config.steps.{s}.skip=True" for s in ("cpt", "sft1", "sft2", "rejection", "rl",
+                                                      "eval")]
+  args = ["--config=configs/citrus.py:tiny", f"--config.workdir={tmp_path / 'w'}", *skip,
+          "--config.steps.sft3.set=train.num_steps=1"]
+  out = _main(*args)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  w = tmp_path / "w"
+  sft3 = _json(w / "sft" / "sft3" / "config.json")
+  assert os.path.samefile(sft3["init"]["hf_dir"], w / "data" / "hf_model")
+  assert sft3["train"]["num_steps"] == 1
+  assert _json(w / "export" / "done.json")["stage"] == "sft3"
+  for step in ("cpt", "sft/sft1", "rejection", "rl", "eval"):
+    assert not (w / step).exists(), step
+  summary = _json(w / "summary.json")
+  assert summary["skipped"] == ["cpt", "eval", "rejection", "rl", "sft1", "sft2"]
+  assert summary["stages"] == {} and summary["rl_pairs"] is None
+  assert "Skipped steps: cpt, eval, rejection, rl, sft1, sft2." in (w / "report.md").read_text()

@@ -146,7 +146,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   final_name, final = _final(chain)
   names = runner_names(S.eval.checkpoints, final_name)
   checkpoints = {}
-  for n in names:
+  for n in names if not S.eval.skip else ():
     if n == "random":
       checkpoints[n] = {}
     elif n in chain:
