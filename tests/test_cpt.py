@@ -95,3 +95,10 @@ def test_epochs_give_the_steps_and_zero_steps_is_an_error(tmp_path, corpus):
   assert "config.data.global_batch_size=8" in out.stderr and "Traceback" not in out.stderr
   assert not (tmp_path / "none" / "params").exists()  # nothing exported, nothing logged
   assert not (tmp_path / "none" / "metrics.jsonl").exists()
+  # Steps given, but num_epochs caps the data to nothing: the same error, not a step-0 export.
+  out = _run(tmp_path / "capped", corpus_dir, model, "--config.train.num_steps=5",
+             "--config.data.num_epochs=1", f"--config.data.train_paths={tiny}", check=False)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "config error: config.data.num_epochs: 1 epoch(s) of " in out.stderr
+  assert "would train none of its 5 steps" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "capped" / "params").exists()

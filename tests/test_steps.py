@@ -59,6 +59,17 @@ def test_epochs_that_make_no_batch_are_an_error():
   assert "config.train.num_steps > 0" in msg
 
 
+def test_epochs_capping_given_steps_must_give_a_batch():
+  steps.check_capped(_config(5, 2), "cpt", 2, lambda: True, "x")
+  steps.check_capped(_config(5, 0), "cpt", None, _never, "x")  # no cap: nothing to check
+  with pytest.raises(ConfigError) as e:
+    steps.check_capped(_config(5, 1), "cpt", 1, lambda: False, "one.jsonl")
+  msg = str(e.value)
+  assert msg.startswith("config.data.num_epochs: 1 epoch(s) of one.jsonl make no full batch of "
+                        "config.data.global_batch_size=8, so cpt would train none of its 5 steps")
+  assert "config.data.num_epochs = 0" in msg
+
+
 def test_a_stage_names_its_own_batch_field():
   fields = steps.Fields(batch="config.grpo.prompts_per_step")
   with pytest.raises(ConfigError, match="config.grpo.prompts_per_step=4"):

@@ -43,10 +43,12 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
   # Epochs -> steps: one pass over the corpus counts its packed batches (exact for 1 epoch;
   # later epochs pack a reshuffled order, and the engine stops cleanly if they run out first).
   count = lambda epochs: epochs * sum(1 for _ in batches(1))
-  num_steps, epochs = steps.resolve(config, "cpt", count,
-                                    f"{d.train_paths} (packed rows of {d.seq_len})")
+  what = f"{d.train_paths} (packed rows of {d.seq_len})"
+  num_steps, epochs = steps.resolve(config, "cpt", count, what)
   if epochs is None:  # steps given: num_epochs, when set, still caps the data (as before)
     epochs = d.get("num_epochs", 0) or None
+    steps.check_capped(config, "cpt", epochs,
+                       lambda: next(iter(batches(epochs)), None) is not None, what)
   train_iter = iter(batches(epochs, d.get("worker_count", 0)))
   n_eval = config.train.get("eval_batches", 4)
 

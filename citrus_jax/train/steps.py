@@ -11,7 +11,7 @@ with an empty metrics file and untrained params.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import ml_collections
 
@@ -52,10 +52,25 @@ def resolve(config: ml_collections.ConfigDict, name: str, count_batches: Callabl
                       f"zero steps; set {fields.steps} > 0 or {fields.epochs} > 0")
   n = int(count_batches(epochs))
   if n <= 0:
-    raise ConfigError(
-        f"{fields.epochs}: {epochs} epoch(s) of {what} make no full batch of {fields.batch}="
-        f"{batch}, so {name} would train zero steps; lower {fields.batch}, add data or set "
-        f"{fields.steps} > 0")
+    raise _no_batch(name, epochs, what, batch, fields, "zero steps")
   print(f"[{name}] {n} steps = {epochs} epoch(s) of {what} in full batches of {batch}",
         flush=True)
   return n, int(epochs)
+
+
+def _no_batch(name: str, epochs: int, what: str, batch: Any, fields: Fields, lost: str
+              ) -> ConfigError:
+  return ConfigError(
+      f"{fields.epochs}: {epochs} epoch(s) of {what} make no full batch of {fields.batch}="
+      f"{batch}, so {name} would train {lost}; lower {fields.batch}, add data or set "
+      f"{fields.steps} > 0" + (f" and {fields.epochs} = 0" if lost != "zero steps" else ""))
+
+
+def check_capped(config: ml_collections.ConfigDict, name: str, epochs: int | None,
+                 has_batch: Callable[[], bool], what: str, *, fields: Fields = Fields()) -> None:
+  """With num_steps given, `epochs` (when set) still caps the data: it must give at least one
+  batch (`has_batch()`, e.g. the first batch of a fresh pipeline), else the stage would stop at
+  step 0 and export its untrained start as a success."""
+  if epochs and not has_batch():
+    raise _no_batch(name, epochs, what, config.data.get("global_batch_size"), fields,
+                    f"none of its {config.train.num_steps} steps")
