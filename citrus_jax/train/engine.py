@@ -131,6 +131,7 @@ class _Preemption:
     self.requested = False
     self._old = None
     self._done_key = None  # the previous agreement's key (multi-host runs)
+    self._connected = False
 
   def __enter__(self):
     try:
@@ -150,8 +151,16 @@ class _Preemption:
     stop together. On multi-host runs this is a host-side exchange through JAX's coordination
     service (`_host_sum`), not a device collective, so it never waits for the step the
     devices are running; on one process it is free."""
-    out_of_data, preempted = _host_sum(tag, [not has_batch, self.requested], self._done_key)
-    self._done_key = f"citrus_agree/{tag}/{jax.process_index()}"
+    flags = [not has_batch, self.requested]
+    if not self._connected:
+      # The first agreement is a device all-gather: it sets up the cross-process collective
+      # context (gloo on CPU) before the first step is compiled, so a host that compiles slower
+      # cannot make the others' first-step connection time out.
+      out_of_data, preempted = multihost.process_sum(flags)
+      self._connected = True
+    else:
+      out_of_data, preempted = _host_sum(tag, flags, self._done_key)
+      self._done_key = f"citrus_agree/{tag}/{jax.process_index()}"
     return not out_of_data, bool(preempted)
 
   def __exit__(self, *exc):
