@@ -56,12 +56,16 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
+def check_preset(file: str, presets: dict, preset: str) -> None:
+  if preset not in presets:
+    raise ValueError(f"configs/{file}: unknown preset {preset!r}; known: {sorted(presets)}")
+
+
 def stage_config(file: str, presets: dict, preset: str, stage: str, *, model: str, mesh: tuple,
                  remat: str, dtype: str) -> ml_collections.ConfigDict:
   """The shared start of every stage file's get_config: check the preset, set stage, workdir,
   model numerics and mesh."""
-  if preset not in presets:
-    raise ValueError(f"configs/{file}: unknown preset {preset!r}; known: {sorted(presets)}")
+  check_preset(file, presets, preset)
   c = get_config()
   c.stage = stage
   c.workdir = f"runs/{stage}_{preset}"

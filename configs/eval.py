@@ -13,26 +13,41 @@ paper_qwen3_8b and paper_qwen3_32b (the paper protocol on Qwen3; 32B with 8-way 
 The model comes from config.init.checkpoint (a citrus_jax params or run dir) or config.init.hf_dir
 (the tokenizer then defaults to that directory's).
 """
+from typing import NamedTuple
+
 import ml_collections
 
 from configs import base
 
-# preset -> (model preset, mesh, max_new_tokens, temperature, batch size, dtype)
+
+
+class Preset(NamedTuple):
+  model: str  # model preset, only used for a random model; checkpoints carry their own config
+  mesh: tuple
+  max_new_tokens: int
+  temperature: float  # 0 = greedy
+  batch: int
+  dtype: str
+
+
+_PAPER = Preset(model="llama3_1_8b", mesh=(1, -1, 1), max_new_tokens=4096, temperature=0.7,
+                batch=64, dtype="bfloat16")
 _PRESETS = {
-    "tiny": ("tiny", (1, -1, 1), 16, 0.0, 8, "float32"),
-    "demo": ("demo", (1, -1, 1), 256, 0.0, 16, "float32"),
-    "greedy": ("llama3_1_8b", (1, -1, 1), 4096, 0.0, 64, "bfloat16"),
-    "paper": ("llama3_1_8b", (1, -1, 1), 4096, 0.7, 64, "bfloat16"),
-    "paper_70b": ("llama3_1_70b", (1, -1, 8), 4096, 0.7, 64, "bfloat16"),
-    "paper_qwen3_8b": ("qwen3_8b", (1, -1, 1), 4096, 0.7, 64, "bfloat16"),
-    "paper_qwen3_32b": ("qwen3_32b", (1, -1, 8), 4096, 0.7, 64, "bfloat16"),
+    "tiny": Preset(model="tiny", mesh=(1, -1, 1), max_new_tokens=16, temperature=0.0, batch=8,
+                   dtype="float32"),
+    "demo": Preset(model="demo", mesh=(1, -1, 1), max_new_tokens=256, temperature=0.0,
+                   batch=16, dtype="float32"),
+    "greedy": _PAPER._replace(temperature=0.0),
+    "paper": _PAPER,
+    "paper_70b": _PAPER._replace(model="llama3_1_70b", mesh=(1, -1, 8)),
+    "paper_qwen3_8b": _PAPER._replace(model="qwen3_8b"),
+    "paper_qwen3_32b": _PAPER._replace(model="qwen3_32b", mesh=(1, -1, 8)),
 }
 
 
 def get_config(preset: str = "tiny"):
   preset = preset or "tiny"
-  if preset not in _PRESETS:
-    raise ValueError(f"configs/eval.py: unknown preset {preset!r}; known: {sorted(_PRESETS)}")
+  base.check_preset("eval.py", _PRESETS, preset)
   model, mesh, max_new, temperature, batch, dtype = _PRESETS[preset]
   c = base.get_config()
   c.stage = "eval"

@@ -9,27 +9,48 @@
 Defaults follow DAPO (clip-higher 0.2/0.28, token-level loss, dynamic sampling, no KL); questions
 are MedQA-layout JSONL (question, options, answer_idx), prompted as evaluation prompts them.
 """
+from typing import NamedTuple
+
 from ml_collections import config_dict
 
 from configs import base
 
-# preset -> (model, prompts/step, generations, max prompt, max new tokens, lr, mesh, remat, dtype)
+
+
+class Preset(NamedTuple):
+  model: str  # model preset (citrus_jax/model/config.py)
+  prompts_per_step: int
+  generations: int  # completions per prompt (the group)
+  max_prompt: int
+  max_new: int
+  lr: float
+  mesh: tuple
+  remat: str
+  dtype: str
+
+
+# Pod presets (plan mode compiles them: --config.mode=plan --config.plan.topology=v5p:...).
+_POD_8B = Preset(model="llama3_1_8b", prompts_per_step=64, generations=8, max_prompt=1024,
+                 max_new=4096, lr=1e-6, mesh=(1, -1, 1), remat="full", dtype="bfloat16")
 _PRESETS = {
-    "tiny": ("tiny", 4, 4, 64, 16, 1e-4, (1, -1, 1), "none", "float32"),
-    "demo": ("clinic", 8, 8, 192, 160, 1e-5, (1, -1, 1), "none", "float32"),
-    # Pod presets (plan mode compiles them: --config.mode=plan --config.plan.topology=v5p:...).
-    "llama3_1_8b": ("llama3_1_8b", 64, 8, 1024, 4096, 1e-6, (1, -1, 1), "full", "bfloat16"),
-    "llama3_1_70b": ("llama3_1_70b", 64, 8, 1024, 4096, 1e-6, (1, -1, 8), "full", "bfloat16"),
-    "qwen3_8b": ("qwen3_8b", 64, 8, 1024, 4096, 1e-6, (1, -1, 1), "full", "bfloat16"),
-    "qwen3_32b": ("qwen3_32b", 64, 8, 1024, 4096, 1e-6, (1, -1, 8), "full", "bfloat16"),
+    "tiny": Preset(model="tiny", prompts_per_step=4, generations=4, max_prompt=64, max_new=16,
+                   lr=1e-4, mesh=(1, -1, 1), remat="none", dtype="float32"),
+    "demo": Preset(model="clinic", prompts_per_step=8, generations=8, max_prompt=192,
+                   max_new=160, lr=1e-5, mesh=(1, -1, 1), remat="none", dtype="float32"),
+    "llama3_1_8b": _POD_8B,
+    "llama3_1_70b": _POD_8B._replace(model="llama3_1_70b", mesh=(1, -1, 8)),
+    "qwen3_8b": _POD_8B._replace(model="qwen3_8b"),
+    "qwen3_32b": _POD_8B._replace(model="qwen3_32b", mesh=(1, -1, 8)),
 }
 
 
 def get_config(preset: str = "tiny"):
   preset = preset or "tiny"
-  model, P, G, max_prompt, max_new, lr, mesh, remat, dtype = _PRESETS.get(preset, (None,) * 9)
-  c = base.stage_config("grpo.py", _PRESETS, preset, "grpo", model=model, mesh=mesh, remat=remat,
-                        dtype=dtype)
+  base.check_preset("grpo.py", _PRESETS, preset)
+  p = _PRESETS[preset]
+  c = base.stage_config("grpo.py", _PRESETS, preset, "grpo", model=p.model, mesh=p.mesh,
+                        remat=p.remat, dtype=p.dtype)
+  P, G, max_prompt, max_new = p.prompts_per_step, p.generations, p.max_prompt, p.max_new
   c.grpo = config_dict.ConfigDict(dict(
       loss_type="dapo", prompts_per_step=P, num_generations=G,
       max_prompt_length=max_prompt, max_new_tokens=max_new,
@@ -49,7 +70,7 @@ def get_config(preset: str = "tiny"):
   c.data.global_batch_size = P * G
   c.data.seq_len = max_prompt + max_new  # plan mode compiles a step of this shape
   c.data.num_epochs = 1
-  c.optim.lr = lr
+  c.optim.lr = p.lr
   c.optim.warmup_frac = 0.0
   c.optim.schedule = "constant"
   c.optim.weight_decay = 0.0
