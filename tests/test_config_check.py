@@ -193,7 +193,8 @@ def _presets():
   out = []
   for path in sorted((ROOT / "configs").glob("*.py")):
     name = path.stem
-    if name in ("__init__", "base", "synth"):  # synth runs under citrus_jax.synth, not main
+    # synth and benchmark_build run under citrus_jax.synth / citrus_jax.eval.build_benchmark
+    if name in ("__init__", "base", "synth", "benchmark_build"):
       continue
     module = importlib.import_module(f"configs.{name}")
     presets = list(getattr(module, "_PRESETS", {})) or (
