@@ -82,8 +82,9 @@ def eval_step(preset: str, checkpoints: str = "final", baselines: str = "random"
 
 
 # preset -> model preset, mesh, configs/ presets (cpt, sft, rl, grpo, eval), grad_accum for
-# CPT/SFT (512 x 8192 tokens a step) and for RL, as plan mode fitted them on v5p-256
-# (docs/scaling.md; a bigger slice can lower them).
+# CPT/SFT (512 x 8192 tokens a step) and for RL on v5p-256: CPT/SFT the fewest that fit in
+# docs/scaling.md's plan table (8B 2, 70B/72B 8), RL 70B's 4 planned in docs/recipe.md; 8B's RL
+# 1 and qwen3_32b's 4/2 are not planned. They change memory, not the math.
 _PAPER = {
     "llama3_1_8b": ("llama3_1_8b", (1, -1, 1), "llama3_1_8b", "citrus_llama3_1_8b", "citrus_8b",
                     "llama3_1_8b", "paper", 2, 1),
