@@ -89,11 +89,39 @@ def build(variant: str, cfg: mc.ModelConfig, mesh: Any, args: argparse.Namespace
   return fn, (state, base), (st_sh, base_sh), _bytes(state, st_sh) + _bytes(base, base_sh)
 
 
-def _concrete(abstract: Any, shardings: Any, cfg: mc.ModelConfig, variant: str, rank: int):
-  """Real arrays for a CPU timing run (random init, base quantised as the variant says)."""
+def _random_like(abstract: Any, shardings: Any, seed: int = 0) -> Any:
+  """Random arrays of an abstract params tree made on device in their final (quantised)
+  form: a 70B QLoRA base on one GPU without ever holding its bf16 weights. Norms are ones,
+  quantised kernels random codes with a block absmax of 0.05 (NF4) / 0.05/127 (int8 step), other
+  floats normal(0.02): the numbers are meaningless, the shapes and the work are the real ones."""
+  def make(path, a, key):
+    name = jax.tree_util.keystr(path)
+    if jnp.issubdtype(a.dtype, jnp.integer):
+      return jax.random.bits(key, a.shape, jnp.uint8).astype(a.dtype)
+    if name.endswith("['scale']"):
+      return jnp.full(a.shape, 0.05, a.dtype)
+    if "norm" in name:
+      return jnp.ones(a.shape, a.dtype)
+    return (0.02 * jax.random.normal(key, a.shape, jnp.float32)).astype(a.dtype)
+
+  def build():
+    flat, treedef = jax.tree.flatten_with_path(abstract)
+    keys = jax.random.split(jax.random.key(seed), len(flat))
+    return jax.tree.unflatten(treedef, [make(p, a, k) for (p, a), k in zip(flat, keys)])
+  return jax.jit(build, out_shardings=shardings)()
+
+
+def _concrete(abstract: Any, shardings: Any, cfg: mc.ModelConfig, variant: str, rank: int,
+              random_base: bool = False):
+  """Real arrays for a timing run (random init, base quantised as the variant says)."""
   ocfg = ml_collections.ConfigDict(dict(lr=1e-4, schedule="constant", warmup_frac=0.0,
                                         weight_decay=0.0, grad_clip=1.0))
   optimizer, _ = optim.make_optimizer(ocfg, 100)
+  if random_base and variant != "full":
+    ad = jax.jit(lambda: lora.init_adapters(cfg, lora.LoraConfig(rank=rank, alpha=2.0 * rank),
+                                            jax.random.key(1)), out_shardings=shardings[0].params)()
+    state = jax.jit(lambda p: init_state(p, optimizer, 0), out_shardings=shardings[0])(ad)
+    return state, _random_like(abstract[1], shardings[1])
   params = transformer.init_params(cfg, jax.random.key(0))
   if variant == "full":
     return (jax.device_put(init_state(params, optimizer, 0), shardings[0]),)
@@ -107,7 +135,8 @@ def _concrete(abstract: Any, shardings: Any, cfg: mc.ModelConfig, variant: str, 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
   cfg = mc.get_preset(args.preset, param_dtype=args.param_dtype,
-                      compute_dtype=args.compute_dtype, remat=args.remat)
+                      compute_dtype=args.compute_dtype, remat=args.remat,
+                      attention=args.attention)
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   if args.topology:
     from citrus_jax.train import plan
@@ -133,7 +162,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
            "trainable": lora.count(abstract[0].params), "devices": len(devices),
            "device_kind": getattr(devices[0], "device_kind", "?")}
     if not args.plan:
-      state_and_base = _concrete(abstract, shardings, cfg, variant, args.rank)
+      state_and_base = _concrete(abstract, shardings, cfg, variant, args.rank,
+                                 args.random_base)
       batch = jax.device_put(_batch(args.batch, args.seq_len, cfg.vocab_size),
                              sharding.batch_sharding(mesh))
       state, rest = state_and_base[0], state_and_base[1:]
@@ -173,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--param_dtype", default="float32")
   p.add_argument("--compute_dtype", default="float32")
   p.add_argument("--remat", default="none")
+  p.add_argument("--attention", default="einsum", help="einsum | xla | cudnn | auto")
   p.add_argument("--mesh", type=int, nargs=3, default=(1, -1, 1))
   p.add_argument("--devices", type=int, default=0, help="use the first N local devices")
   p.add_argument("--topology", default="", help="a TPU slice for an AOT compile (libtpu)")
@@ -180,9 +211,13 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--plan", action="store_true", help="compile only (abstract inputs)")
+  p.add_argument("--random_base", action="store_true",
+                 help="LoRA variants: make the (quantised) base directly at random on device "
+                      "(big models: no float copy; meaningless numbers, real work)")
   args = p.parse_args(argv)
   print(f"# {args.preset}, batch {args.batch} x {args.seq_len} tokens, rank {args.rank}, "
         f"params {args.param_dtype}, compute {args.compute_dtype}, remat {args.remat}, "
+        f"attention {args.attention}, "
         f"grad_accum {args.grad_accum}, mesh {tuple(args.mesh)}, "
         f"{args.topology or jax.default_backend()}; jax {jax.__version__}")
   head = "| variant | trainable params | params + opt state kept | step temporaries | peak | compile |"

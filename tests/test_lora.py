@@ -213,7 +213,9 @@ def _engine_losses(workdir):
   return [rows[s]["train/loss"] for s in sorted(rows)]
 
 
-@pytest.mark.parametrize("quant_kind", ["none", "nf4"])
+# QLoRA-nf4 is the superset (the base is reloaded AND requantised on resume); plain LoRA runs
+# the same path without the quantisation. Add "none" here to check it too (2x the time).
+@pytest.mark.parametrize("quant_kind", ["nf4"])
 def test_engine_trains_adapters_only_and_resumes_exactly(tmp_path, quant_kind):
   from citrus_jax import runtime
   from citrus_jax.train import checkpoint, engine
