@@ -35,31 +35,6 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int | None = None
   config_check.validate(config, jax.device_count() if n_devices is None else n_devices)
 
 
-def resolve_num_steps(config: ml_collections.ConfigDict, name: str,
-                      count_batches: Callable[[int], int], what: str) -> tuple[int, int | None]:
-  """The one rule for a stage's length, shared by CPT, SFT and RL.
-
-  `config.train.num_steps > 0` wins (the data repeats as needed; returns epochs None); else
-  `config.data.num_epochs` whole epochs, counted in full global batches by `count_batches(epochs)`.
-  A stage that would train zero steps is a config error, never a silent success.
-  """
-  if config.train.num_steps > 0:
-    print(f"[{name}] {config.train.num_steps} steps (config.train.num_steps; the data repeats "
-          "as needed)", flush=True)
-    return int(config.train.num_steps), None
-  epochs = int(config.data.get("num_epochs", 0) or 0)
-  if epochs <= 0:
-    raise ConfigError(f"[{name}] set config.train.num_steps > 0 or config.data.num_epochs > 0")
-  steps = int(count_batches(epochs))
-  if steps <= 0:
-    raise ConfigError(
-        f"[{name}] {epochs} epoch(s) of {what} make no full batch of "
-        f"{config.data.global_batch_size}; lower config.data.global_batch_size or add data")
-  print(f"[{name}] {steps} steps = {epochs} epoch(s) of {what} in full batches of "
-        f"{config.data.global_batch_size}", flush=True)
-  return steps, epochs
-
-
 def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return sharding.make_mesh(tuple(config.mesh.shape))
 

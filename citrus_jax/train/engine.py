@@ -422,11 +422,20 @@ def _diverged_message(name: str, config: Any, step: int, max_skipped: int,
           f"skips are tolerated.")
 
 
+def _eval_weight(batch: dict[str, np.ndarray]) -> float:
+  """What a held-out batch's metrics are a mean over: its real rows (a padded final batch of
+  pairs has row_mask 0 rows), else its trained tokens."""
+  if "row_mask" in batch:
+    return float(np.asarray(batch["row_mask"]).sum())
+  return float(np.asarray(batch.get("loss_mask", np.ones(1))).sum())
+
+
 def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]],
              mesh: Mesh) -> dict[str, float]:
-  """Token-weighted mean of each metric over the held-out batches.
+  """Token-weighted mean of each metric over the held-out batches (row-weighted for batches that
+  carry a `row_mask`: preference pairs, whose metrics are means over their real rows).
 
-  A batch's metrics are means over its GLOBAL tokens, so it weighs its global token count (the
+  A batch's metrics are means over its GLOBAL tokens (rows), so it weighs its global count (the
   processes' counts summed). Processes may hold different numbers of held-out batches: one that
   has run out feeds an all-padding batch (no tokens) until every process has."""
   sums: dict[str, float] = {}
@@ -436,7 +445,7 @@ def evaluate(eval_fn: Callable, params: Any, batches: Iterable[dict[str, np.ndar
     local = next(batches, None)
     if local is not None and blank is None:
       blank = {k: np.zeros_like(v) for k, v in local.items()}
-    tokens = 0.0 if local is None else float(np.asarray(local.get("loss_mask", np.ones(1))).sum())
+    tokens = 0.0 if local is None else _eval_weight(local)
     n_have, w = multihost.process_sum([local is not None, tokens])
     if not n_have:
       break
