@@ -20,6 +20,7 @@ from typing import Any, Callable, Protocol
 import grain
 import numpy as np
 
+from citrus_jax import multihost
 from citrus_jax.data import packing
 from citrus_jax.data import sources
 
@@ -55,13 +56,14 @@ class TokenizeDoc:
 
 
 class PadBatch:
-  """Pads a short final batch with all-padding rows (loss_mask 0) to keep shapes static."""
+  """Pads a short final batch with all-zero rows to keep shapes static: loss_mask 0 for token
+  batches, row_mask 0 for pair batches (data/preference.py), so they weigh nothing."""
 
   def __init__(self, batch_size: int):
     self.batch_size = batch_size
 
   def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n = self.batch_size - len(batch["inputs"])
+    n = self.batch_size - len(next(iter(batch.values())))
     if n <= 0:
       return batch
     return {k: np.concatenate([v, np.zeros((n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
@@ -116,15 +118,8 @@ def make_packed_dataset(
     raise ValueError(f"final_batch must be 'drop' or 'pad', got {final_batch!r}")
   process_index, process_count = _process_index_count(process_index, process_count)
   batch_size = local_batch_size(global_batch_size, process_count)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  if len(ds) == 0:
-    raise ValueError(f"process {process_index}/{process_count} got no records "
-                     f"({len(source)} in total)")
-  if shuffle:
-    ds = ds.shuffle(seed=seed)  # re-seeded per epoch by repeat
-  if num_epochs != 1:
-    ds = ds.repeat(num_epochs)
-  ds = ds.map(transform)
+  ds = multihost.shard_records(source, process_index, process_count, seed=seed, shuffle=shuffle,
+                               num_epochs=num_epochs).map(transform)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64))
   it = packing.PackIterDataset(it, seq_len, split_long=split_long)
   it = it.batch(batch_size, drop_remainder=final_batch == "drop")

@@ -298,20 +298,6 @@ class PairRow:
     return row
 
 
-class PadRows:
-  """Fills a short batch with empty rows (row_mask 0) to `rows` (pipeline.PadBatch counts rows
-  by "inputs", which pair batches lack)."""
-
-  def __init__(self, rows: int):
-    self.rows = rows
-
-  def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n = self.rows - len(batch["row_mask"])
-    if n <= 0:
-      return batch
-    return {k: np.concatenate([v, np.zeros((n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
-
-
 def make_pair_dataset(pairs: Sequence[PreferencePair], seq_len: int, global_batch_size: int, *,
                       seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                       final_batch: str = "drop", num_shards: int = 0,
@@ -342,7 +328,7 @@ def make_pair_dataset(pairs: Sequence[PreferencePair], seq_len: int, global_batc
                                  num_epochs=num_epochs)
     it = ds.map(PairRow(seq_len, with_ref)).to_iter_dataset()
     it = it.batch(rows, drop_remainder=final_batch == "drop")
-    return it.map(PadRows(rows)) if final_batch == "pad" else it
+    return it.map(pipeline.PadBatch(rows)) if final_batch == "pad" else it
 
   return multihost.sharded_dataset(make_shard, num_shards, process_index=process_index,
                                    process_count=process_count)

@@ -41,7 +41,7 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
-from citrus_jax import chat
+from citrus_jax import chat, multihost
 from citrus_jax.data import packing, pipeline, records, sources
 from citrus_jax.data.sft_layouts import (LAYOUTS, SHAREGPT_ROLES, _Bad, layout_of,  # noqa: F401
                                          to_messages)
@@ -348,11 +348,8 @@ def _batches(source: Any, transform: Any, seq_len: int, global_batch_size: int, 
     import jax  # pylint: disable=g-import-not-at-top
     process_index, process_count = jax.process_index(), jax.process_count()
   batch_size = pipeline.local_batch_size(global_batch_size, process_count)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  if num_epochs != 1:
-    ds = ds.repeat(num_epochs)
+  ds = multihost.shard_records(source, process_index, process_count, seed=seed, shuffle=shuffle,
+                               num_epochs=num_epochs)
   it = ds.map(transform).map(ToRow(seq_len)).to_iter_dataset()
   it = it.batch(batch_size, drop_remainder=final_batch == "drop")
   if final_batch == "pad":
