@@ -39,6 +39,8 @@ def run_job(config) -> tuple[str, bool]:
     devices = plan.topology_devices(config.plan.topology)
   runtime.check_config(config, len(devices) if devices else None)
   workdir = config.workdir  # printed and recorded absolute, wherever the command ran
+  if config.stage == "pipeline" and not str(workdir).strip():  # not the working directory itself
+    raise runtime.ConfigError("config.workdir: empty; give the run directory")
   if "://" not in workdir:
     workdir = os.path.abspath(workdir)
   if config.stage == "info":

@@ -282,3 +282,10 @@ def test_skipped_steps_chain_to_the_last_stage_that_ran(tmp_path):
   assert summary["skipped"] == ["cpt", "eval", "rejection", "rl", "sft1", "sft2"]
   assert summary["stages"] == {} and summary["rl_pairs"] is None
   assert "Skipped steps: cpt, eval, rejection, rl, sft1, sft2." in (w / "report.md").read_text()
+
+
+def test_empty_workdir_is_an_error_not_the_working_directory(tmp_path):
+  out = _main("--config=configs/citrus.py:tiny", "--config.workdir=", cwd=str(tmp_path),
+              timeout=120)
+  assert out.returncode == 2 and "config.workdir: empty" in out.stderr, out.stderr[-2000:]
+  assert os.listdir(tmp_path) == []

@@ -68,6 +68,8 @@ def run_job(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, bool]
   """(run directory, whether a training stage stopped on SIGTERM and the run can resume)."""
   from citrus_jax import shipped_configs
   shipped_configs.ensure_importable()  # the stage configs, also from an installed package
+  if not str(config.workdir).strip() or not str(workdir).strip():  # not the cwd itself
+    raise runtime.ConfigError("config.workdir: empty; give the run directory")
   if "://" not in workdir:
     workdir = os.path.abspath(workdir)
   if config.pipeline.get("source") == "clinic_world":
