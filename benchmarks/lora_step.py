@@ -147,8 +147,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     fn, abstract, shardings, kept = build(variant, cfg, mesh, args)
     batch_abs = _batch_shapes(args.batch, args.seq_len, mesh)
     t0 = time.perf_counter()
-    with jax.set_mesh(mesh):
-      compiled = fn.lower(*abstract[:1], batch_abs, *abstract[1:]).compile()
+    from citrus_jax.train import plan
+    attention_fn = plan.splash_or_einsum if args.splash else None
+    try:
+      with jax.set_mesh(mesh), plan.attention_override(attention_fn):
+        compiled = fn.lower(*abstract[:1], batch_abs, *abstract[1:]).compile()
+    except Exception as e:  # pylint: disable=broad-except  # RESOURCE_EXHAUSTED: a row too
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      print(f"| {variant} | - | {kept / GIB:.2f} GiB | does not fit: "
+            f"{str(e).splitlines()[0][:160]} | - | {time.perf_counter() - t0:.1f} s |", flush=True)
+      continue
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     row = {"variant": variant, "kept_bytes": kept, "compile_s": compile_s,
@@ -211,13 +220,16 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--plan", action="store_true", help="compile only (abstract inputs)")
+  p.add_argument("--splash", action="store_true",
+                 help="TPU: the Pallas splash kernel in place of einsum attention "
+                      "(plan.splash_or_einsum, as launch/plan_table.py --attention=splash)")
   p.add_argument("--random_base", action="store_true",
                  help="LoRA variants: make the (quantised) base directly at random on device "
                       "(big models: no float copy; meaningless numbers, real work)")
   args = p.parse_args(argv)
   print(f"# {args.preset}, batch {args.batch} x {args.seq_len} tokens, rank {args.rank}, "
         f"params {args.param_dtype}, compute {args.compute_dtype}, remat {args.remat}, "
-        f"attention {args.attention}, "
+        f"attention {'splash' if args.splash else args.attention}, "
         f"grad_accum {args.grad_accum}, mesh {tuple(args.mesh)}, "
         f"{args.topology or jax.default_backend()}; jax {jax.__version__}")
   head = "| variant | trainable params | params + opt state kept | step temporaries | peak | compile |"
