@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from citrus_jax.model import quant
+from citrus_jax.model import quant, transformer
 from citrus_jax.model.config import ModelConfig
+from citrus_jax.model.transformer import lora_delta  # noqa: F401 (the adapter matmul; public here)
 
 Params = dict[str, Any]
 
@@ -109,7 +110,6 @@ def config_from(section: Any) -> LoraConfig | None:
 
 
 def _kernel_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple]]:
-  from citrus_jax.model import transformer
   layers = transformer.param_shapes(cfg)["layers"]
   return {k: layers[k] for k in PROJECTIONS}
 
@@ -201,18 +201,6 @@ def split(params: Params) -> tuple[Params, Params]:
   return {"layers": adapters}, dict(params, layers=layers)
 
 
-def lora_delta(x_ND: jax.Array, w: dict) -> jax.Array:
-  """scale * dropout(x) A B, in x's dtype (the adapter part of `transformer._dense`)."""
-  h = x_ND
-  if "lora_dropout" in w:
-    d = w["lora_dropout"]
-    keep = 1.0 - d["rate"]
-    mask = jax.random.bernoulli(jax.random.wrap_key_data(d["key"]), keep, h.shape)
-    h = jnp.where(mask, h / keep.astype(h.dtype), jnp.zeros((), h.dtype))
-  y = (h @ w["lora_a"].astype(h.dtype)) @ w["lora_b"].astype(h.dtype)
-  return y * w["lora_scale"].astype(y.dtype)
-
-
 def base_kernel(w: Any, dtype: Any = None) -> jax.Array:
   """The full-precision [.., in, out] kernel of a leaf (dequantised; adapters not added)."""
   if is_adapted(w):
@@ -271,7 +259,6 @@ def train_step(loss_fn: Any, optimizer: Any, lcfg: LoraConfig, totals_fn: Any = 
 def logical_axes_like(params: Params, cfg: ModelConfig) -> Any:
   """Logical axis names for any params tree of `cfg` (plain, adapted, quantised, or adapters
   alone), so `sharding.RULES` apply to adapters and quantised kernels too."""
-  from citrus_jax.model import transformer
   names = transformer.logical_axes(cfg)
 
   def leaf_axes(key: str, w: Any) -> Any:
@@ -305,7 +292,6 @@ def shardings_like(params: Any, cfg: ModelConfig, mesh: Any) -> Any:
 
 def abstract_params(cfg: ModelConfig, lcfg: LoraConfig | None) -> tuple[Params, Params]:
   """(abstract adapters, abstract base) with nothing allocated (base quantised if asked)."""
-  from citrus_jax.model import transformer
   base = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
   if lcfg is None:
     return {"layers": {}}, base

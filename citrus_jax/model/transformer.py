@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from citrus_jax.model import lora, quant
+from citrus_jax.model import quant
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.model.rope import apply_rope, rope_tables
 
@@ -109,13 +109,26 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
   return weight.astype(x.dtype) * normed.astype(x.dtype)
 
 
+def lora_delta(x_ND: jax.Array, w: dict) -> jax.Array:
+  """scale * dropout(x) A B, in x's dtype (the adapter part of `_dense`; dropout only when
+  model/lora.combine gave the leaf keys)."""
+  h = x_ND
+  if "lora_dropout" in w:
+    d = w["lora_dropout"]
+    keep = 1.0 - d["rate"]
+    mask = jax.random.bernoulli(jax.random.wrap_key_data(d["key"]), keep, h.shape)
+    h = jnp.where(mask, h / keep.astype(h.dtype), jnp.zeros((), h.dtype))
+  y = (h @ w["lora_a"].astype(h.dtype)) @ w["lora_b"].astype(h.dtype)
+  return y * w["lora_scale"].astype(y.dtype)
+
+
 def _dense(x_ND: jax.Array, w: Any, b: jax.Array | None = None) -> jax.Array:
   """x @ w (+ b). `w` is a kernel array, or a dict leaf: a quantised kernel {"q", "scale"}
   (dequantised here, inside the matmul; see model/quant.py) or a LoRA-adapted kernel
   {"w", "lora_a", "lora_b", "lora_scale"} (base + adapters, never merged; model/lora.py)."""
   if isinstance(w, dict):
     if "lora_a" in w:
-      y = _dense(x_ND, w["w"]) + lora.lora_delta(x_ND, w)
+      y = _dense(x_ND, w["w"]) + lora_delta(x_ND, w)
     else:
       y = x_ND @ quant.dequantize(w, x_ND.dtype)
   else:
