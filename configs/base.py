@@ -6,6 +6,18 @@ Every field can be overridden from the command line, e.g.
 import ml_collections
 
 
+def lora_section(enabled: bool = False, rank: int = 8, alpha: float = 16.0,
+                 targets: str = "q,k,v,o,gate,up,down", dropout: float = 0.0,
+                 rslora: bool = False, quant: str = "none") -> ml_collections.ConfigDict:
+  """config.model.lora: LoRA adapters on the named projections (q k v o gate up down, or the
+  HF names q_proj ..) with the base frozen; scale alpha/r (rslora: alpha/sqrt(r)); dropout on
+  the adapters' input; quant none | int8 | nf4 stores the frozen base quantised (QLoRA) in
+  blocks of quant_block input entries; dtype of the adapters. See citrus_jax/model/lora.py."""
+  return ml_collections.ConfigDict(dict(
+      enabled=enabled, rank=rank, alpha=alpha, targets=targets, dropout=dropout, rslora=rslora,
+      quant=quant, quant_block=64, dtype="float32"))
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = "cpt"  # cpt | sft | rl | eval | pipeline | info
@@ -20,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
       preset="tiny", param_dtype="float32", compute_dtype="float32", scan_layers=True,
       remat="none", attention="auto",  # auto: cudnn fused attention on GPUs in bf16, else einsum
       vocab_size=0))  # vocab_size 0: the preset's (or the tokenizer's)
+  # LoRA/QLoRA on any trained stage: --config.model.lora.enabled=True (off by default).
+  c.model.lora = lora_section()
   # Where the initial params come from: random (both empty), a citrus_jax params/run dir, or HF.
   c.init = ml_collections.ConfigDict(dict(checkpoint="", hf_dir=""))
   c.tokenizer = ml_collections.ConfigDict(dict(path=""))
@@ -48,6 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
       # < 1: the output layer runs only on trained targets (up to this share of each row);
       # saves the [B, T, V] logits when most slots carry no loss (SFT's prompts)
       logits_fraction=1.0,
+      # > 0: cross-entropy over sequence chunks of this many tokens (train/chunked_ce.py), so
+      # the full [B, T, V] fp32 logits never exist; pays off from ~4k tokens per microbatch
+      loss_chunk=0,
       kill_after_step=0,
       # consecutive non-finite (skipped) steps that stop the run; 0: never stop
       max_skipped_steps=10))

@@ -56,16 +56,7 @@ _FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests
                         "lora")
 
 
-def lora_section(enabled: bool = False, rank: int = 8, alpha: float = 16.0,
-                 targets: str = "q,k,v,o,gate,up,down", dropout: float = 0.0,
-                 rslora: bool = False, quant: str = "none") -> ml_collections.ConfigDict:
-  """config.model.lora: LoRA adapters on the named projections (q k v o gate up down, or the
-  HF names q_proj ..) with the base frozen; scale alpha/r (rslora: alpha/sqrt(r)); dropout on
-  the adapters' input; quant none | int8 | nf4 stores the frozen base quantised (QLoRA) in
-  blocks of quant_block input entries; dtype of the adapters. See citrus_jax/model/lora.py."""
-  return ml_collections.ConfigDict(dict(
-      enabled=enabled, rank=rank, alpha=alpha, targets=targets, dropout=dropout, rslora=rslora,
-      quant=quant, quant_block=64, dtype="float32"))
+lora_section = base.lora_section  # noqa: E305  (kept for callers of configs.sft)
 
 
 def stage(name: str, train_paths: str = "", eval_paths: str = "", lr: float | None = None,

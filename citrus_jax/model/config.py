@@ -39,8 +39,10 @@ class ModelConfig:
   # Attention kernel for training and prefill (q and kv of one length): "einsum" (our two
   # einsums; every backend), "xla" or "cudnn" (jax.nn.dot_product_attention; cudnn is fused
   # flash attention on NVIDIA GPUs, bf16/fp16 only; 3x the train step of a 1B model at 4k
-  # tokens on an H200), "auto" (cudnn on a GPU in bf16/fp16, else einsum). Cached decode
-  # always uses "einsum".
+  # tokens on an H200), "splash" (Pallas splash attention, model/splash.py: the TPU kernel,
+  # Pallas interpret mode elsewhere, for tests), "auto" (splash on a TPU, cudnn on a GPU in
+  # bf16/fp16, else einsum). Cached decode, and splash at a length that is not a multiple of
+  # 128, use "einsum".
   attention: str = "einsum"
 
   def replace(self, **kw: Any) -> "ModelConfig":
@@ -64,9 +66,9 @@ class ModelConfig:
       raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat={self.remat!r}; expected 'none', 'full' or 'dots'")
-    if self.attention not in ("einsum", "xla", "cudnn", "auto"):
-      raise ValueError(f"attention={self.attention!r}; expected 'einsum', 'xla', 'cudnn' or "
-                       "'auto'")
+    if self.attention not in ("einsum", "xla", "cudnn", "splash", "auto"):
+      raise ValueError(f"attention={self.attention!r}; expected 'einsum', 'xla', 'cudnn', "
+                       "'splash' or 'auto'")
     if self.attention == "cudnn" and self.compute_dtype not in ("bfloat16", "float16"):
       raise ValueError(f"attention='cudnn' needs compute_dtype bfloat16 or float16, "
                        f"not {self.compute_dtype!r}")

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from citrus_jax.model import quant
+from citrus_jax.model import quant, splash
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.model.rope import apply_rope, rope_tables
 
@@ -137,16 +137,24 @@ def _dense(x_ND: jax.Array, w: Any, b: jax.Array | None = None) -> jax.Array:
 
 
 def attention_kernel(cfg: ModelConfig, dtype: Any) -> str:
-  """The kernel `cfg.attention` means here ("auto": cudnn on a GPU in 16-bit, else einsum)."""
+  """The kernel `cfg.attention` means here ("auto": splash on a TPU, cudnn on a GPU in 16-bit,
+  else einsum; the platform is the active mesh's, so a TPU AOT compile from a CPU gets splash)."""
   if cfg.attention != "auto":
     return cfg.attention
-  on_gpu = jax.default_backend() == "gpu"
+  platform = splash.target_platform()
+  if platform == "tpu":
+    return "splash"
+  on_gpu = platform == "gpu"
   return "cudnn" if on_gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "einsum"
 
 
 def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS, cfg: ModelConfig) -> jax.Array:
   B, T, H, E = q_BTHE.shape
   kernel = attention_kernel(cfg, q_BTHE.dtype)
+  if kernel == "splash":  # causal + segments read back from the mask; decode/odd T: einsum
+    if splash.supported(T, k_BSKE.shape[1]):
+      return splash.attention_from_mask(q_BTHE, k_BSKE, v_BSKE, mask_BTS, cfg)
+    kernel = "einsum"
   if kernel != "einsum" and T == k_BSKE.shape[1]:
     # Padding queries attend to themselves, so no row is fully masked (fused kernels may give
     # NaN there); every other row already includes its diagonal.

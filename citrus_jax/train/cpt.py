@@ -61,7 +61,8 @@ def build_stage(config: ml_collections.ConfigDict, cfg: Any, mesh: Any, tok: Any
         break
       yield batch
 
-  return engine.Stage(name="cpt", loss_fn=losses.lm_loss_fn(cfg, config.train.get("z_loss", 0.0)),
+  return engine.Stage(name="cpt", loss_fn=losses.lm_loss_fn(
+      cfg, config.train.get("z_loss", 0.0), loss_chunk=config.train.get("loss_chunk", 0)),
                       train_iter=train_iter, num_steps=num_steps,
                       init_params=runtime.init_params_fn(config, cfg, mesh),
                       eval_batches=held_out_batches if d.get("eval_paths") else None)
