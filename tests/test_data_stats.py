@@ -137,3 +137,22 @@ def test_seq_len_per_stage(tok):
   assert out["cpt"]["seq_len"] == 4 and out["cpt"]["share_over_seq_len"] > 0
   assert out["sft"]["n_over_seq_len"] == 0
   assert "(cpt 4, sft 100000)" in stats.markdown_table(out)
+
+
+def test_the_pipeline_report_has_a_data_statistics_section(tmp_path):
+  """demo/report.section_data: the steps' files and tokenizer -> the table and one histogram per
+  stage, written next to report.md."""
+  from citrus_jax import tokenizer as tokenizer_lib
+  from citrus_jax.demo import report
+  from citrus_jax.pipeline import tiny_data
+  paths = tiny_data.write_files(str(tmp_path))
+  sp = tokenizer_lib.train_sentencepiece([paths["cpt"]], str(tmp_path / "sp"), 600)
+  paths["sft3_chat"] = paths["sft1"]
+  r = report.Report(workdir=str(tmp_path), steps={"data": {"paths": paths},
+                                                  "tokenizer": {"model": sp}},
+                    summary={}, demo=True)
+  md = report.section_data(r)
+  assert md.startswith("## Data statistics")
+  for stage in ("cpt", "sft1", "sft2", "sft3"):
+    assert f"| {stage} | 1 |" in md and (tmp_path / f"lengths_{stage}.png").exists()
+  assert report.section_data(report.Report(str(tmp_path), {}, {}, True)) is None

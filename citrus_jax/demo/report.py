@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from etils import epath
 
+from citrus_jax import tokenizer
+from citrus_jax.data import stats
 from citrus_jax.train import metrics_log
 
 EVAL_ORDER = ("random", "init", "cpt", "sft1", "sft2", "sft3", "rl", "grpo")
@@ -224,8 +226,37 @@ def section_export(r: Report) -> str | None:
           "`transformers.AutoModelForCausalLM.from_pretrained`).")
 
 
+def _stage_seq_len(workdir: str, sub: str, default: int,
+                   key: tuple[str, str] = ("data", "seq_len")) -> int:
+  """The length a stage trained at, from the resolved config it saved."""
+  try:
+    with epath.Path(workdir, sub, "config.json").open() as f:
+      return int(json.load(f)[key[0]][key[1]])
+  except (OSError, KeyError, ValueError, TypeError):
+    return default
+
+
+def section_data(r: Report) -> str | None:
+  """Token lengths of each stage's training files (the paper's token-length figure)."""
+  if not (r.ran("data") and r.ran("tokenizer")) or "://" in r.workdir:
+    return None  # data/stats.py writes its PNGs with plain files
+  paths, tok_path = r.steps["data"].get("paths", {}), r.steps["tokenizer"].get("model")
+  stages = {k: paths[f] for k, f in (("cpt", "cpt"), ("sft1", "sft1"), ("sft2", "sft2"),
+                                     ("sft3", "sft3_chat")) if paths.get(f)}
+  if r.ran("rejection") and r.steps["rejection"].get("pairs"):
+    stages["rl"] = r.steps["rejection"]["pairs"]
+  if not stages or not tok_path:
+    return None
+  seq = {k: _stage_seq_len(r.workdir, "cpt" if k == "cpt" else f"sft/{k}", 2048)
+         for k in stages if k != "rl"}
+  if "rl" in stages:
+    seq["rl"] = _stage_seq_len(r.workdir, "rl", 2048, key=("rl", "max_length"))
+  return stats.report_section(stages, tokenizer.load_tokenizer(tok_path), seq, r.workdir)
+
+
 SECTIONS: list[Callable[[Report], str | None]] = [
-    section_eval, section_rl, section_curves, section_pairs, section_wall, section_export]
+    section_eval, section_rl, section_curves, section_pairs, section_data, section_wall,
+    section_export]
 
 
 def write(workdir: str, steps: dict[str, Any], config: Any = None) -> dict[str, Any]:
