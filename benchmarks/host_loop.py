@@ -24,7 +24,7 @@ import numpy as np
 from citrus_jax import sharding
 from citrus_jax.model import config as mc
 from citrus_jax.train import engine, losses
-from configs import base
+from citrus_jax.configs import base
 
 
 def _batches(n: int, b: int, t: int, vocab: int) -> list[dict[str, np.ndarray]]:
