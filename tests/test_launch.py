@@ -237,7 +237,7 @@ def test_plan_table_records_a_step_that_does_not_fit(monkeypatch):
   from launch import plan_table
   from citrus_jax.train import plan
 
-  def oom(*args):
+  def oom(*args, **kwargs):
     raise jax.errors.JaxRuntimeError(
         "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
         "temporaries (36.97G) exceeds available HBM (31.25G).")

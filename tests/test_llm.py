@@ -335,5 +335,7 @@ def test_load_model_from_params_dir_and_hf_dir(tiny, tmp_path):
   for t in (tok2, tok3):
     assert t.encode("Fever and cough.") == tok.encode("Fever and cough.")
     assert t.stop_ids == tok.stop_ids
-  with pytest.raises(ValueError, match="neither a Hugging Face checkpoint"):
+  # The parent folder holds a params dir, so it resolves as a run dir (run_dirs.py) whose stage
+  # recorded no tokenizer: a clear error naming the fix.
+  with pytest.raises(ValueError, match="no tokenizer found with the checkpoint"):
     load_model(str(tmp_path))
