@@ -89,10 +89,18 @@ def cross_entropy(params: Any, hidden_BTD: jax.Array, targets_BT: jax.Array,
   """`losses.cross_entropy` (token mean over trained targets, optional z-loss) computed from
   hidden states in sequence chunks; returns (loss, {"nll": ...}) like it."""
   target, log_z = target_logits_and_log_z(params, hidden_BTD, targets_BT, cfg, chunk)
+  return masked_nll(target, log_z, loss_mask_BT, n_tokens, z_loss)
+
+
+def masked_nll(target_BT: jax.Array, log_z_BT: jax.Array, loss_mask_BT: jax.Array,
+               n_tokens: jax.Array | None = None,
+               z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(loss, {"nll"}) from each position's target logit and log Z: the token mean over trained
+  targets (or over `n_tokens`) plus the optional z-loss; the full and chunked paths share it."""
   mask = loss_mask_BT.astype(jnp.float32)
   denom = jnp.maximum(mask.sum(), 1.0) if n_tokens is None else n_tokens
-  nll = ((log_z - target) * mask).sum() / denom
+  nll = ((log_z_BT - target_BT) * mask).sum() / denom
   loss = nll
   if z_loss:
-    loss = loss + z_loss * ((log_z ** 2) * mask).sum() / denom
+    loss = loss + z_loss * ((log_z_BT ** 2) * mask).sum() / denom
   return loss, {"nll": nll}

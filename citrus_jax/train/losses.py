@@ -38,15 +38,9 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, loss_mask_BT: ja
   An optional z-loss (PaLM) keeps log Z near 0 for bf16 stability. Returns (loss, metrics).
   """
   logits = logits_BTV.astype(jnp.float32)
-  mask = loss_mask_BT.astype(jnp.float32)
   log_z = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, targets_BT[..., None], axis=-1)[..., 0]
-  denom = jnp.maximum(mask.sum(), 1.0) if n_tokens is None else n_tokens
-  nll = ((log_z - target_logit) * mask).sum() / denom
-  loss = nll
-  if z_loss:
-    loss = loss + z_loss * ((log_z ** 2) * mask).sum() / denom
-  return loss, {"nll": nll}
+  return chunked_ce.masked_nll(target_logit, log_z, loss_mask_BT, n_tokens, z_loss)
 
 
 def _trained_positions(loss_mask_BT: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
