@@ -75,7 +75,8 @@ def get_config(preset: str = "default"):
           "optim": {"lr": 0.0}, "train": {"num_steps": 0, "log_every": 1},
           "checkpoint": {"every": 1},
           "grpo": {"prompts_per_step": 0, "num_generations": 0, "max_new_tokens": 0,
-                   "temperature": 0.0, "loss_type": "", "max_prompt_length": 0}}),
+                   "temperature": 0.0, "loss_type": "", "max_prompt_length": 0,
+                   "sampled_prompts": 0, "length_bucket": 0}}),
       rejection=citrus.rejection_step(prompt="citrus", scorer=""),
       eval_step=citrus.eval_step("demo", checkpoints="random,cpt,sft3,rl,grpo",
                                  baselines="random,cpt", overrides={"eval": {
@@ -118,6 +119,8 @@ def get_config(preset: str = "default"):
       grpo_steps=p.get("grpo_steps", 0), grpo_lr=p.get("grpo_lr", 5e-5),
       grpo_prompts=p.get("grpo_prompts", 8), grpo_generations=p.get("grpo_generations", 8),
       grpo_temperature=0.7, grpo_loss="dapo", grpo_from="sft3",
+      grpo_sampled=p.get("grpo_sampled", 0),  # prompts sampled per step (0: grpo_prompts)
+      grpo_length_bucket=32,  # rows trimmed to the step's longest (a multiple of 32 tokens)
       eval_generate_baselines=False,  # random/CPT: log-likelihood only (they never answer)
       eval_items=p["eval_items"], eval_max_new_tokens=p["eval_max_new_tokens"],
       eval_batch_size=50, decontam_n=13,

@@ -59,6 +59,8 @@ def get_config(preset: str = "tiny"):
       beta=0.0,  # k3 KL weight to the initial params (0: none, as DAPO and Dr. GRPO)
       scale_rewards="group",  # group | batch | none (Dr. GRPO: none)
       dynamic_sampling=True,  # groups whose rewards are all equal leave the loss
+      sampled_prompts=0,  # > prompts_per_step: sample this many, train the most informative
+      length_bucket=0,  # > 0: rows trimmed to the step's longest, a multiple of this (recompiles)
       mask_truncated=False,  # completions that hit max_new_tokens leave the loss
       format_weight=0.0,  # reward added for <think>...</think><answer>...</answer>
       prompt="input" if preset == "tiny" else "mcq",  # mcq (evaluation prompt, options listed) | open | open_system | input

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -121,6 +122,40 @@ def test_grad_accumulation_equals_one_batch(loss_type):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
+def test_completion_window_gives_the_full_rows_loss_and_grads(loss_type):
+  """The output layer on each row's completion slots only (`completion_slots`, what rollouts
+  send) gives the loss and gradients of the full rows, for every normalisation."""
+  batch = _rollout_batch(2)
+  lens = batch["loss_mask"].sum(1).astype(int)
+  starts = batch["loss_mask"].argmax(1) + 1  # prompt length
+  batch_w = dict(batch)
+  batch_w["completion_slots"], batch_w["completion_mask"] = group.completion_window(
+      batch["loss_mask"], starts, lens, width=int(lens.max()) + 1)
+  params = transformer.init_params(CFG, jax.random.key(3))
+  loss_fn = grpo.make_loss_fn(CFG, loss_type=loss_type, max_completion_length=8)
+  totals = {"n_tokens": jnp.asarray(batch["loss_mask"].sum())}
+  (l_full, m_full), g_full = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, totals)
+  (l_win, m_win), g_win = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_w, totals)
+  np.testing.assert_allclose(l_win, l_full, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(m_win["entropy"], m_full["entropy"], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g_win), jax.tree.leaves(g_full)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_completion_window_and_group_selection():
+  mask = np.zeros((2, 8), np.float32)
+  mask[0, 2:5] = 1  # prompt 3 tokens, completion 3
+  mask[1, 5:8] = 1  # prompt 6 tokens, completion 3 ending at the last slot
+  slots, m = group.completion_window(mask, [3, 6], [3, 3], width=4)
+  np.testing.assert_array_equal(slots, [[2, 3, 4, 5], [5, 6, 7, 7]])
+  np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 1, 1, 0]])  # the clipped slot is not counted
+  values = np.asarray([1, 1, 0, 1, 0, 0, 1, 0], np.float32)  # groups of 2: equal, mixed, equal, mixed
+  np.testing.assert_array_equal(group.select_groups(values, 2, 3), [1, 3, 0])
+  with pytest.raises(ValueError, match="4 groups sampled, 5"):
+    group.select_groups(values, 2, 5)
+
+
 def _main(workdir, *extra, check=True):
   proc = subprocess.run(
       [sys.executable, "-m", "citrus_jax.main", "--config=configs/grpo.py:tiny",
@@ -173,6 +208,25 @@ def test_resume_continues_the_same_run(tiny_run, tmp_path):
   b = checkpoint.load_params(str(workdir))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+def test_oversampled_trimmed_steps_train_the_informative_groups(tmp_path):
+  """sampled_prompts > prompts_per_step: each step samples 8 prompts and trains the 4 whose
+  rewards differ first; length_bucket trims the rows. The logged rollouts are the trained rows."""
+  workdir = tmp_path / "run"
+  _main(workdir, "--config.grpo.sampled_prompts=8", "--config.grpo.length_bucket=16",
+        "--config.train.num_steps=3")
+  got = metrics_log.read_metrics(os.path.join(workdir, "metrics.jsonl"), "train/")
+  assert sorted(got) == [1, 2, 3]
+  for rec in got.values():
+    assert 0.0 <= rec["train/groups/trained_mixed"] <= 1.0
+    # rows_trained counts trained rows: a mixed group is 4 of the 16
+    assert rec["train/rows_trained"] == pytest.approx(rec["train/groups/trained_mixed"])
+  with open(os.path.join(workdir, "rollouts.jsonl")) as f:
+    samples = [json.loads(line) for line in f]
+  assert len(samples) == 3 * 16
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["grpo"]["sampled_prompts"] == 8
 
 
 def test_bad_group_shape_is_a_config_error(tmp_path):

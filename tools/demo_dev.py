@@ -3,7 +3,7 @@
   python tools/demo_dev.py eval runs/demo                      # SFT-3 and RL of a finished run
   python tools/demo_dev.py sweep runs/demo 4:1700:3e-3 8:850:3e-3   # SFT-3 variants (batch:steps:lr)
   python tools/demo_dev.py rl runs/demo 3:1e-4:0.05:8            # RL variants (epochs:lr:alpha:batch)
-  python tools/demo_dev.py grpo runs/demo 12:1e-5:8:8:rl:0.7      # GRPO (steps:lr:prompts:gens:from[:temp])
+  python tools/demo_dev.py grpo runs/demo 12:1e-5:8:8:rl:0.7:16   # GRPO (steps:lr:prompts:gens:from[:temp[:sampled]])
 
 `eval` scores a finished demo run's SFT-3 and RL checkpoints on its dev split; `sweep` trains
 SFT-3 again from the run's SFT-2 checkpoint for each variant (in $SWEEP_DIR, default
@@ -92,6 +92,7 @@ def grpo_sweep(run: str, variants: list[str]) -> None:
   for variant in variants:
     steps, lr, prompts_, gens, start_from, *rest = variant.split(":")
     c.demo.grpo_temperature = float(rest[0]) if rest else 1.0
+    c.demo.grpo_sampled = int(rest[1]) if len(rest) > 1 else 0
     out = os.path.join(os.environ.get("SWEEP_DIR", "/tmp/demo_sweep"),
                        "grpo_" + variant.replace(":", "_").replace("/", "-"))
     c.demo.update(grpo_steps=int(steps), grpo_lr=float(lr), grpo_prompts=int(prompts_),

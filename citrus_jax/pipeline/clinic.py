@@ -170,7 +170,9 @@ def apply_knobs(config) -> None:
     g.checkpoint.every = max(int(d.grpo_steps) // 2, 1)
     g.grpo.update(prompts_per_step=d.grpo_prompts, num_generations=d.grpo_generations,
                   max_new_tokens=d.rs_max_new_tokens, temperature=d.grpo_temperature,
-                  loss_type=d.grpo_loss, max_prompt_length=d.rl_max_prompt_length)
+                  loss_type=d.grpo_loss, max_prompt_length=d.rl_max_prompt_length,
+                  sampled_prompts=d.get("grpo_sampled", 0),
+                  length_bucket=d.get("grpo_length_bucket", 0))
     r = S.rejection
     r.update(n_samples=d.rs_samples, temperature=d.rs_temperature,
              max_new_tokens=d.rs_max_new_tokens, batch_size=d.eval_batch_size,

@@ -9,8 +9,10 @@ draws the same completions it would have drawn.
 
 Row layout (the LM batch plus two fields): `inputs`/`targets` = (prompt + completion) shifted by
 one, `loss_mask` = 1 on completion targets (the stop token included: it is part of the action),
-`positions`, `segment_ids`, `advantages` [R], and `ref_logp` [R, T] when a KL to the initial
-params is asked for (beta > 0).
+`positions`, `segment_ids`, `advantages` [R], `completion_slots` / `completion_mask` [R, C] (the
+completion's slots, where the loss runs the output layer; C = max_new_tokens, or the step's
+longest completion rounded up to `length_bucket`), and `ref_logp` [R, C] when a KL to the
+initial params is asked for (beta > 0).
 """
 from __future__ import annotations
 
@@ -48,6 +50,35 @@ def completion_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequ
   return out
 
 
+def round_up(n: int, multiple: int) -> int:
+  return -(-int(n) // int(multiple)) * int(multiple)
+
+
+def completion_window(loss_mask_RT: np.ndarray, prompt_lens: Sequence[int],
+                      completion_lens: Sequence[int], width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Each row's completion targets as a [R, width] window into its slots: `completion_slots`
+  (slot indices, clipped to the row) and `completion_mask` (the row's loss mask there, 0 past
+  the completion). The loss runs the output layer on these slots only: the prompt's logits are
+  never trained and, for a short-answer task, the larger part of a row."""
+  R, T = loss_mask_RT.shape
+  k = np.arange(width)
+  starts = np.asarray(prompt_lens, np.int64) - 1
+  slots = np.minimum(starts[:, None] + k[None], T - 1).astype(np.int32)
+  inside = k[None] < np.asarray(completion_lens, np.int64)[:, None]
+  mask = np.take_along_axis(loss_mask_RT, slots, axis=1) * inside
+  return slots, mask.astype(np.float32)
+
+
+def select_groups(values: np.ndarray, num_generations: int, n: int) -> np.ndarray:
+  """Indices of `n` groups to train on, in sampling order: those whose rewards differ first,
+  then the rest (no gradient, masked out by dynamic sampling) to keep the batch's shape."""
+  degenerate = np.asarray(grpo_loss.dynamic_sampling_mask(values, num_generations))
+  order = np.concatenate([np.flatnonzero(~degenerate), np.flatnonzero(degenerate)])
+  if len(order) < n:
+    raise ValueError(f"{len(order)} groups sampled, {n} to train on")
+  return order[:n]
+
+
 def _ref_logprobs_fn(cfg: Any) -> Callable:
   from citrus_jax.model import transformer
   from citrus_jax.train.losses import token_logprobs
@@ -66,10 +97,17 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
                     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                     scale_rewards: str | bool = "group", dynamic_sampling: bool = False,
                     mask_truncated: bool = False, format_weight: float = 0.0,
-                    judge: Any = None, ref_params: Any = None,
+                    judge: Any = None, ref_params: Any = None, length_bucket: int = 0,
+                    train_groups: int = 0,
                     on_samples: Callable[[int, list[dict]], None] | None = None) -> Callable:
   """The Stage.rollout hook (module doc). `questions[i]` is scored against `prompt_ids[i]`'s
-  completions; `on_samples(step, records)` (process 0) receives each step's texts and rewards."""
+  completions; `on_samples(step, records)` (process 0) receives each step's texts and rewards.
+  `length_bucket` > 0 trims the rows to the step's longest prompt + completion, rounded up to a
+  multiple of it (one compile per bucket); 0 keeps every step at `seq_len` (one shape).
+  `train_groups` > 0: the step samples more prompts than it trains on (the index batch holds
+  more) and keeps this many groups, those with mixed rewards first (DAPO's dynamic sampling at a
+  fixed cost: sampling is cheaper than a training row, and a group whose rewards are all equal
+  has no gradient); 0 trains every sampled group."""
   from citrus_jax import multihost
   from citrus_jax.infer import sampler
   G = num_generations
@@ -92,8 +130,24 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
                       judge=judge)
         for r, (text, reason) in enumerate(zip(texts, res.finish_reason))]
     values = np.asarray([rw.value for rw in rewards], np.float32)
+    metrics = dict(group_stats(rewards, G))  # of everything sampled
+    if train_groups:
+      groups = select_groups(values, G, train_groups)
+      metrics["groups/trained_mixed"] = float(
+          (~np.asarray(grpo_loss.dynamic_sampling_mask(values, G)))[groups].mean())
+      rows_kept = (groups[:, None] * G + np.arange(G)[None]).reshape(-1)
+      idx = [idx[g] for g in groups]
+      rows_prompts = [rows_prompts[r] for r in rows_kept]
+      texts = [texts[r] for r in rows_kept]
+      rewards = [rewards[r] for r in rows_kept]
+      res = sampler.GenerationResult(*(
+          [getattr(res, f)[r] for r in rows_kept]
+          for f in ("tokens", "logprobs", "sampling_logprobs", "finish_reason")))
+      values = values[rows_kept]
     adv = np.asarray(grpo_loss.group_advantages(values, G, scale_rewards))
-    rows = completion_rows(rows_prompts, res.tokens, seq_len, pad_id)
+    longest = max(len(p) + len(c) for p, c in zip(rows_prompts, res.tokens)) - 1
+    row_len = min(seq_len, round_up(longest, length_bucket)) if length_bucket else seq_len
+    rows = completion_rows(rows_prompts, res.tokens, row_len, pad_id)
     keep = np.ones(len(values), bool)
     if dynamic_sampling:  # groups with one reward for all carry no signal: out of the loss
       keep &= ~np.repeat(np.asarray(grpo_loss.dynamic_sampling_mask(values, G)), G)
@@ -102,8 +156,12 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
       keep &= ~truncated
     rows["loss_mask"] *= keep[:, None].astype(np.float32)
     rows["advantages"] = adv.astype(np.float32)
+    width = max_new_tokens
+    if length_bucket:
+      width = min(width, round_up(max(len(c) for c in res.tokens), length_bucket))
+    rows["completion_slots"], rows["completion_mask"] = completion_window(
+        rows["loss_mask"], [len(p) for p in rows_prompts], [len(c) for c in res.tokens], width)
     lengths = np.asarray([len(t) for t in res.tokens], np.float32)
-    metrics = dict(group_stats(rewards, G))
     metrics.update({"completion_length/mean": float(lengths.mean()),
                     "completion_length/max": float(lengths.max()),
                     "truncated_rate": float(truncated.mean()),
@@ -123,7 +181,8 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
       fields = ("inputs", "targets", "positions", "segment_ids")
       ref = multihost.to_host(in_mesh(mesh, ref_fn)(
           ref_params, to_global({k: local[k] for k in fields}, mesh)))
-      local["ref_logp"] = np.asarray(ref, np.float32)[pi * n:(pi + 1) * n]
+      ref = np.asarray(ref, np.float32)[pi * n:(pi + 1) * n]
+      local["ref_logp"] = np.take_along_axis(ref, local["completion_slots"], axis=1)
     return local, metrics
 
   return rollout

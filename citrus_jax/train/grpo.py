@@ -30,7 +30,7 @@ from citrus_jax.rollout.questions import PROMPT_STYLES, Question, load_questions
 from citrus_jax.model import transformer
 from citrus_jax.rollout import group, toy_task
 from citrus_jax.train import engine, grpo_loss, steps
-from citrus_jax.train.losses import token_logprobs
+from citrus_jax.train.losses import token_logprobs  # noqa: F401  (tests)
 
 
 def mcq_prompt(q: Question) -> list[dict[str, str]]:
@@ -43,21 +43,33 @@ PROMPTS = {"mcq": mcq_prompt, **PROMPT_STYLES}
 
 def make_loss_fn(cfg: Any, *, loss_type: str = "dapo", epsilon_low: float = 0.2,
                  epsilon_high: float | None = None, beta: float = 0.0,
-                 max_completion_length: int | None = None, grad_accum: int = 1):
-  """loss_fn(params, batch, totals) for engine.Stage; every metric is the microbatch's share."""
+                 max_completion_length: int | None = None, grad_accum: int = 1,
+                 loss_chunk: int = 0):
+  """loss_fn(params, batch, totals) for engine.Stage; every metric is the microbatch's share.
+
+  Rows with `completion_slots` (rollout.group) run the output layer on the completion's slots
+  only; `loss_chunk` > 0 (`train.loss_chunk`) computes log-probs and entropy in sequence chunks
+  (`chunked_ce`). Both give the full path's numbers."""
+  loss_chunk = int(loss_chunk)
+  if loss_chunk < 0:
+    raise ValueError(f"train.loss_chunk={loss_chunk} must be >= 0 (0: full logits)")
+
   def loss_fn(params, batch, totals):
-    logits, _ = transformer.forward(params, batch["inputs"], cfg, positions_BT=batch["positions"],
-                                    segment_ids_BT=batch["segment_ids"])
-    logp = token_logprobs(logits, batch["targets"])
+    hidden, _ = transformer.forward(params, batch["inputs"], cfg, positions_BT=batch["positions"],
+                                    segment_ids_BT=batch["segment_ids"], return_hidden=True)
+    targets, mask = batch["targets"], batch["loss_mask"]
+    if "completion_slots" in batch:
+      slots = batch["completion_slots"]
+      hidden = jnp.take_along_axis(hidden, slots[..., None], axis=1)
+      targets, mask = jnp.take_along_axis(targets, slots, axis=1), batch["completion_mask"]
+    logp, entropy = grpo_loss.logprobs_and_entropy(params, hidden, targets, cfg, loss_chunk)
     loss, metrics = grpo_loss.grpo_loss(
-        logp, None, batch.get("ref_logp"), batch["advantages"], batch["loss_mask"],
+        logp, None, batch.get("ref_logp"), batch["advantages"], mask,
         loss_type=loss_type, epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta,
         max_completion_length=max_completion_length, num_items_in_batch=totals["n_tokens"],
         gradient_accumulation_steps=grad_accum, steps_per_generation=grad_accum)
     metrics = {k: v / grad_accum for k, v in metrics.items()}
-    mask = batch["loss_mask"].astype(jnp.float32)
-    logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
-    entropy = -(jax.nn.softmax(logits) * jax.nn.log_softmax(logits)).sum(-1)
+    mask = mask.astype(jnp.float32)
     metrics["entropy"] = (entropy * mask).sum() / totals["n_tokens"]
     metrics["logp"] = jax.lax.stop_gradient((logp * mask).sum() / totals["n_tokens"])
     return loss, metrics
@@ -120,6 +132,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
   if g.prompt not in PROMPTS:
     raise runtime.ConfigError(f"config.grpo.prompt={g.prompt!r}: expected one of {sorted(PROMPTS)}")
   G, P = int(g.num_generations), int(g.prompts_per_step)
+  sampled = int(g.get("sampled_prompts", 0)) or P  # prompts sampled per step (>= P)
+  if sampled < P:
+    raise runtime.ConfigError(f"config.grpo.sampled_prompts={sampled} must be 0 or >= "
+                              f"prompts_per_step={P}")
   rows = G * P
   dp, accum = sharding.data_parallel_size(mesh), int(config.optim.get("grad_accum", 1))
   if G < 2 or P < 1 or rows % (dp * accum * jax.process_count()):
@@ -140,13 +156,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
       ids.append(p)
   print(f"[grpo] {len(kept)} questions ({len(questions) - len(kept)} with prompts over "
         f"max_prompt_length={g.max_prompt_length} tokens left out); {P} prompts x {G} samples "
-        f"per step, loss {g.loss_type}", flush=True)
+        f"per step" + (f" (the {P} most informative of {sampled} sampled)" if sampled > P else "")
+        + f", loss {g.loss_type}", flush=True)
   if not kept:
     raise runtime.ConfigError("config.grpo.max_prompt_length: every prompt is longer")
   d.global_batch_size = rows  # what the resolved config records about a step's batch
   num_steps, _ = steps.resolve(
-      config, "grpo", lambda epochs: epochs * len(kept) // P,
-      f"{len(kept)} questions ({P} per step)", batch_size=P,
+      config, "grpo", lambda epochs: epochs * len(kept) // sampled,
+      f"{len(kept)} questions ({sampled} per step)", batch_size=sampled,
       fields=steps.Fields(batch="config.grpo.prompts_per_step"))
 
   init = runtime.init_params_fn(config, cfg, mesh)
@@ -163,13 +180,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
       temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, scale_rewards=g.scale_rewards,
       dynamic_sampling=g.dynamic_sampling, mask_truncated=g.mask_truncated,
       format_weight=g.format_weight, ref_params=ref_params,
+      length_bucket=g.get("length_bucket", 0), train_groups=P if sampled > P else 0,
       on_samples=_SampleLog(os.path.join(workdir, "rollouts.jsonl"), g.get("log_samples_every", 0)))
   stage = engine.Stage(
       name=f"grpo/{g.loss_type}",
       loss_fn=make_loss_fn(cfg, loss_type=g.loss_type, epsilon_low=g.epsilon_low,
                            epsilon_high=g.epsilon_high, beta=g.beta,
-                           max_completion_length=g.max_new_tokens, grad_accum=accum),
-      train_iter=iter(prompt_dataset(len(kept), P, config.seed, d.get("shuffle", True))),
+                           max_completion_length=g.max_new_tokens, grad_accum=accum,
+                           loss_chunk=config.train.get("loss_chunk", 0)),
+      train_iter=iter(prompt_dataset(len(kept), sampled, config.seed, d.get("shuffle", True))),
       num_steps=num_steps, init_params=init, rollout=rollout,
       tokens_in_batch=lambda b: int(np.asarray(b["loss_mask"]).sum()))
   return engine.train(config, cfg, stage, mesh, workdir)
