@@ -43,12 +43,26 @@ PROMPTS = {"mcq": mcq_prompt, **PROMPT_STYLES}
 
 def make_loss_fn(cfg: Any, *, loss_type: str = "dapo", epsilon_low: float = 0.2,
                  epsilon_high: float | None = None, beta: float = 0.0,
-                 max_completion_length: int | None = None, grad_accum: int = 1):
-  """loss_fn(params, batch, totals) for engine.Stage; every metric is the microbatch's share."""
+                 max_completion_length: int | None = None, grad_accum: int = 1,
+                 loss_chunk: int = 0):
+  """loss_fn(params, batch, totals) for engine.Stage; every metric is the microbatch's share.
+  `loss_chunk` > 0 (`train.loss_chunk`): log-probs and entropy in sequence chunks (`chunked_ce`)."""
+  loss_chunk = int(loss_chunk)
+  if loss_chunk < 0:
+    raise ValueError(f"train.loss_chunk={loss_chunk} must be >= 0 (0: full logits)")
+
   def loss_fn(params, batch, totals):
-    logits, _ = transformer.forward(params, batch["inputs"], cfg, positions_BT=batch["positions"],
-                                    segment_ids_BT=batch["segment_ids"])
-    logp = token_logprobs(logits, batch["targets"])
+    if loss_chunk:
+      hidden, _ = transformer.forward(params, batch["inputs"], cfg, positions_BT=batch["positions"],
+                                      segment_ids_BT=batch["segment_ids"], return_hidden=True)
+      logp, entropy = grpo_loss.logprobs_and_entropy(params, hidden, batch["targets"], cfg,
+                                                     loss_chunk)
+    else:
+      logits, _ = transformer.forward(params, batch["inputs"], cfg, positions_BT=batch["positions"],
+                                      segment_ids_BT=batch["segment_ids"])
+      logp = token_logprobs(logits, batch["targets"])
+      logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
+      entropy = -(jax.nn.softmax(logits) * jax.nn.log_softmax(logits)).sum(-1)
     loss, metrics = grpo_loss.grpo_loss(
         logp, None, batch.get("ref_logp"), batch["advantages"], batch["loss_mask"],
         loss_type=loss_type, epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta,
@@ -56,8 +70,6 @@ def make_loss_fn(cfg: Any, *, loss_type: str = "dapo", epsilon_low: float = 0.2,
         gradient_accumulation_steps=grad_accum, steps_per_generation=grad_accum)
     metrics = {k: v / grad_accum for k, v in metrics.items()}
     mask = batch["loss_mask"].astype(jnp.float32)
-    logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
-    entropy = -(jax.nn.softmax(logits) * jax.nn.log_softmax(logits)).sum(-1)
     metrics["entropy"] = (entropy * mask).sum() / totals["n_tokens"]
     metrics["logp"] = jax.lax.stop_gradient((logp * mask).sum() / totals["n_tokens"])
     return loss, metrics
@@ -163,12 +175,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
       temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, scale_rewards=g.scale_rewards,
       dynamic_sampling=g.dynamic_sampling, mask_truncated=g.mask_truncated,
       format_weight=g.format_weight, ref_params=ref_params,
+      ref_chunk=config.train.get("loss_chunk", 0),
       on_samples=_SampleLog(os.path.join(workdir, "rollouts.jsonl"), g.get("log_samples_every", 0)))
   stage = engine.Stage(
       name=f"grpo/{g.loss_type}",
       loss_fn=make_loss_fn(cfg, loss_type=g.loss_type, epsilon_low=g.epsilon_low,
                            epsilon_high=g.epsilon_high, beta=g.beta,
-                           max_completion_length=g.max_new_tokens, grad_accum=accum),
+                           max_completion_length=g.max_new_tokens, grad_accum=accum,
+                           loss_chunk=config.train.get("loss_chunk", 0)),
       train_iter=iter(prompt_dataset(len(kept), P, config.seed, d.get("shuffle", True))),
       num_steps=num_steps, init_params=init, rollout=rollout,
       tokens_in_batch=lambda b: int(np.asarray(b["loss_mask"]).sum()))
