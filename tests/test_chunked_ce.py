@@ -1,12 +1,16 @@
-"""Chunked output layer + cross-entropy: the full path's loss and grads (1e-6, fp32), less memory."""
+"""Chunked output layer + cross-entropy: the full path's loss and grads (1e-6, fp32), less memory;
+for CPT/SFT, the preference losses and GRPO."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from citrus_jax import sharding
+from citrus_jax.data import preference as pref_data
+from citrus_jax.data.preference import PreferencePair
 from citrus_jax.model import config as mc, transformer
-from citrus_jax.train import chunked_ce, losses
+from citrus_jax.rollout import group
+from citrus_jax.train import chunked_ce, grpo, losses, preference
 
 TOL = dict(atol=1e-6, rtol=1e-6)
 
@@ -152,3 +156,86 @@ def test_grpo_logprobs_and_entropy_chunked_equal_full():
   assert abs(float(val) - float(ref)) <= 1e-6 * max(abs(float(ref)), 1e-3)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
+
+
+# --- the preference (CPO-SimPO, DPO, IPO, ORPO) and GRPO losses through the whole model
+
+
+def _pair_batch(cfg, t=19):
+  pairs = [PreferencePair((1, 5, 6, 7), (10, 11, 12, 2), (13, 2)),
+           PreferencePair((1, 8), (14, 15, 2), (16, 17, 18, 19, 20, 2)),
+           PreferencePair((1, 21, 22, 23, 24, 25), (26, 2), (27, 28, 2))]
+  assert max(len(p.prompt_ids) + len(p.rejected_ids) for p in pairs) <= t
+  return pref_data.make_batch(pairs, t, batch_size=4)  # one padding pair
+
+
+def _close(val, ref, g, ref_g):
+  """Loss relative 1e-6; every gradient leaf |a - b| <= 1e-6 + 1e-6 |b| (assert_allclose)."""
+  assert abs(float(val) - float(ref)) <= 1e-6 * abs(float(ref)), (float(val), float(ref))
+  leaves, ref_leaves = jax.tree.leaves(g), jax.tree.leaves(ref_g)
+  assert len(leaves) == len(ref_leaves)
+  assert max(float(jnp.max(jnp.abs(x))) for x in ref_leaves) > 1e-4  # a real gradient
+  for a, b in zip(leaves, ref_leaves):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
+
+
+@pytest.mark.parametrize("name", ["cpo_simpo", "dpo", "ipo", "orpo"])
+def test_preference_loss_with_loss_chunk_equals_full(name):
+  """fp32, T=19 in chunks of 5 (the last one padded); dpo/ipo take their reference from a
+  second model's forward inside the loss, chunked as well."""
+  cfg = mc.get_preset("tiny", vocab_size=64)
+  batch = _pair_batch(cfg)
+  totals = preference.preference_totals(batch)
+  params = transformer.init_params(cfg, jax.random.key(4))
+  ref_params = transformer.init_params(cfg, jax.random.key(5))
+  hp = {"beta": 0.5} if name in ("dpo", "ipo") else {}
+
+  def run(chunk):
+    fn = preference.make_loss_fn(cfg, name, loss_chunk=chunk, **hp)
+    return jax.jit(jax.value_and_grad(lambda p, r: fn(p, batch, totals, r)[0]))(
+        params, ref_params)
+
+  (ref, ref_g), (val, g) = run(0), run(5)
+  _close(val, ref, g, ref_g)
+  stats = [jax.jit(preference.pair_forward_logprobs, static_argnums=(2, 3))(
+      params, batch, cfg, c) for c in (0, 5)]
+  for key in stats[0]:
+    np.testing.assert_allclose(np.asarray(stats[1][key]), np.asarray(stats[0][key]), **TOL)
+  with pytest.raises(ValueError, match="loss_chunk"):
+    preference.make_loss_fn(cfg, name, loss_chunk=-1)
+
+
+def test_precomputed_reference_logprobs_with_chunk_equal_full():
+  cfg = mc.get_preset("tiny_qwen", vocab_size=64)  # tied output layer
+  batch = _pair_batch(cfg)
+  params = transformer.init_params(cfg, jax.random.key(6))
+  full = preference.precompute_reference_logprobs(params, [batch], cfg)
+  got = preference.precompute_reference_logprobs(params, [batch], cfg, chunk=4)
+  assert full.shape == (4, 2) and np.all(full[:3] < 0)
+  np.testing.assert_allclose(got, full, **TOL)
+
+
+def test_grpo_loss_fn_with_loss_chunk_equals_full():
+  """grpo.make_loss_fn (dapo with the k3 KL to a reference) chunked vs full: loss, grads, the
+  entropy and logp metrics; and the rollout's reference log-probs (group._ref_logprobs_fn)."""
+  cfg = mc.get_preset("tiny", vocab_size=64)
+  batch = _batch(cfg, b=4, t=15, seed=7)
+  params = transformer.init_params(cfg, jax.random.key(8))
+  ref_params = transformer.init_params(cfg, jax.random.key(9))
+  rows = {k: batch[k] for k in ("inputs", "targets", "positions", "segment_ids")}
+  ref_full = group._ref_logprobs_fn(cfg)(ref_params, rows)  # pylint: disable=protected-access
+  ref_chunked = group._ref_logprobs_fn(cfg, 4)(ref_params, rows)  # pylint: disable=protected-access
+  np.testing.assert_allclose(np.asarray(ref_chunked), np.asarray(ref_full), **TOL)
+  batch = {**batch, "ref_logp": ref_full,
+           "advantages": np.asarray([1.0, -0.5, 0.25, -1.0], np.float32)}
+  totals = {"n_tokens": jnp.float32(batch["loss_mask"].sum())}
+
+  def run(chunk):
+    fn = grpo.make_loss_fn(cfg, loss_type="dapo", beta=0.04, loss_chunk=chunk)
+    return jax.jit(jax.value_and_grad(lambda p: fn(p, batch, totals), has_aux=True))(params)
+
+  ((ref, ref_m), ref_g), ((val, m), g) = run(0), run(4)
+  _close(val, ref, g, ref_g)
+  assert float(ref_m["kl"]) > 1e-3  # the KL term is live
+  for key in ref_m:
+    np.testing.assert_allclose(np.asarray(m[key]), np.asarray(ref_m[key]), **TOL)

@@ -233,3 +233,33 @@ def test_bad_group_shape_is_a_config_error(tmp_path):
   proc = _main(tmp_path / "bad", "--config.grpo.num_generations=1", check=False)
   assert proc.returncode == 2 and "num_generations" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_loss_chunk_logs_the_full_paths_losses(tmp_path, monkeypatch):
+  """configs/grpo.py:tiny with the k3 KL (beta > 0: the rollout's reference log-probs too) and
+  train.loss_chunk=5 (rows of 79 tokens) logs the loss_chunk=0 run's loss, KL and entropy to 1e-6
+  relative. The reward is the completion's length mod 3 (the untrained model never answers, so
+  the real reward is 0 everywhere and every advantage, and the loss, would be 0)."""
+  from configs import grpo as grpo_config
+  monkeypatch.setattr(group, "answer_reward", lambda q, text, reason, **kw: rewards.Reward(
+      float(len(text) % 3), False, False, None))
+  logged = {}
+  for chunk in (0, 5):
+    config = grpo_config.get_config("tiny")
+    config.workdir = str(tmp_path / f"chunk{chunk}")
+    config.progress = False
+    config.train.num_steps = 2
+    config.checkpoint.every = 0
+    config.grpo.beta = 0.04
+    config.grpo.dynamic_sampling = False
+    config.train.loss_chunk = chunk
+    assert grpo.run(config, config.workdir).step == 2
+    logged[chunk] = metrics_log.read_metrics(os.path.join(config.workdir, "metrics.jsonl"),
+                                             "train/")
+  assert sorted(logged[5]) == sorted(logged[0]) == [1, 2]
+  assert abs(logged[0][1]["train/loss"]) > 1e-3 and logged[0][2]["train/kl"] > 0.0
+  for s in (1, 2):
+    assert logged[5][s]["train/reward/mean"] == logged[0][s]["train/reward/mean"]  # same samples
+    for key in ("train/loss", "train/kl", "train/entropy", "train/logp"):
+      assert logged[5][s][key] == pytest.approx(logged[0][s][key], rel=1e-6, abs=1e-9), (s, key)

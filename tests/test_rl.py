@@ -202,3 +202,31 @@ def test_sharded_run_with_a_padded_eval_batch(setup, tmp_path):
   assert sorted(evals) == [1, 2]
   assert all(np.isfinite(evals[s]["eval/loss"]) for s in evals)
   assert 0.0 <= evals[2]["eval/rewards/accuracies"] <= 1.0
+
+
+@pytest.mark.parametrize("loss", ["cpo_simpo", "dpo"])
+def test_loss_chunk_logs_the_full_paths_losses(setup, tmp_path, loss):
+  """train.loss_chunk=7 (not dividing the 128 tokens) runs the stage, the reference precompute
+  (dpo) included, and logs the loss_chunk=0 run's losses: step 1 to 1e-6 relative, step 2
+  (after one update from gradients equal to ~1e-7) to 1e-5; the reference sums to 1e-6."""
+  from citrus_jax.train import metrics_log
+  d, model = setup
+  logged, refs = {}, {}
+  for chunk in (0, 7):
+    config = _config(d, model, tmp_path / f"chunk{chunk}", loss=loss)
+    config.data.eval_paths = ""
+    config.data.num_epochs = 0
+    config.train.num_steps = 2
+    config.train.log_every = 1
+    config.train.loss_chunk = chunk
+    assert rl.run(config, config.workdir).step == 2
+    logged[chunk] = metrics_log.read_metrics(os.path.join(config.workdir, "metrics.jsonl"),
+                                             "train/")
+    if loss == "dpo":
+      refs[chunk] = np.load(os.path.join(config.workdir, "reference_logprobs.npy"))
+  assert sorted(logged[7]) == sorted(logged[0]) == [1, 2]
+  assert logged[7][1]["train/loss"] == pytest.approx(logged[0][1]["train/loss"], rel=1e-6)
+  assert logged[7][2]["train/loss"] == pytest.approx(logged[0][2]["train/loss"], rel=1e-5)
+  assert logged[0][2]["train/loss"] != logged[0][1]["train/loss"]  # the update moved it
+  if loss == "dpo":
+    np.testing.assert_allclose(refs[7], refs[0], rtol=1e-6, atol=1e-6)

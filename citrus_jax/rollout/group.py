@@ -79,12 +79,19 @@ def select_groups(values: np.ndarray, num_generations: int, n: int) -> np.ndarra
   return order[:n]
 
 
-def _ref_logprobs_fn(cfg: Any) -> Callable:
+def _ref_logprobs_fn(cfg: Any, chunk: int = 0) -> Callable:
+  """Jitted (params, rows) -> per-token log-probs [R, T]; `chunk` > 0 (`train.loss_chunk`)
+  through `chunked_ce`, so the reference forward never holds the [R, T, V] logits either."""
   from citrus_jax.model import transformer
+  from citrus_jax.train import chunked_ce
   from citrus_jax.train.losses import token_logprobs
 
   @jax.jit
   def ref_logp(params, rows):
+    if chunk:
+      hidden, _ = transformer.forward(params, rows["inputs"], cfg, positions_BT=rows["positions"],
+                                      segment_ids_BT=rows["segment_ids"], return_hidden=True)
+      return chunked_ce.token_logprobs(params, hidden, rows["targets"], cfg, chunk)
     logits, _ = transformer.forward(params, rows["inputs"], cfg, positions_BT=rows["positions"],
                                     segment_ids_BT=rows["segment_ids"])
     return token_logprobs(logits, rows["targets"])
@@ -97,8 +104,8 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
                     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                     scale_rewards: str | bool = "group", dynamic_sampling: bool = False,
                     mask_truncated: bool = False, format_weight: float = 0.0,
-                    judge: Any = None, ref_params: Any = None, length_bucket: int = 0,
-                    train_groups: int = 0,
+                    judge: Any = None, ref_params: Any = None, ref_chunk: int = 0,
+                    length_bucket: int = 0, train_groups: int = 0,
                     on_samples: Callable[[int, list[dict]], None] | None = None) -> Callable:
   """The Stage.rollout hook (module doc). `questions[i]` is scored against `prompt_ids[i]`'s
   completions; `on_samples(step, records)` (process 0) receives each step's texts and rewards.
@@ -107,11 +114,12 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
   `train_groups` > 0: the step samples more prompts than it trains on (the index batch holds
   more) and keeps this many groups, those with mixed rewards first (DAPO's dynamic sampling at a
   fixed cost: sampling is cheaper than a training row, and a group whose rewards are all equal
-  has no gradient); 0 trains every sampled group."""
+  has no gradient); 0 trains every sampled group. `ref_chunk` > 0 computes the reference
+  log-probs in sequence chunks (`train.loss_chunk`)."""
   from citrus_jax import multihost
   from citrus_jax.infer import sampler
   G = num_generations
-  ref_fn = _ref_logprobs_fn(cfg) if ref_params is not None else None
+  ref_fn = _ref_logprobs_fn(cfg, int(ref_chunk)) if ref_params is not None else None
   stop = set(stop_ids)
 
   def rollout(params: Any, index_batch: Any, step: int) -> tuple[dict[str, np.ndarray],

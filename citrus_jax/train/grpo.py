@@ -181,6 +181,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
       dynamic_sampling=g.dynamic_sampling, mask_truncated=g.mask_truncated,
       format_weight=g.format_weight, ref_params=ref_params,
       length_bucket=g.get("length_bucket", 0), train_groups=P if sampled > P else 0,
+      ref_chunk=config.train.get("loss_chunk", 0),
       on_samples=_SampleLog(os.path.join(workdir, "rollouts.jsonl"), g.get("log_samples_every", 0)))
   stage = engine.Stage(
       name=f"grpo/{g.loss_type}",

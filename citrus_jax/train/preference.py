@@ -41,6 +41,7 @@ import numpy as np
 
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.model.transformer import forward
+from citrus_jax.train import chunked_ce
 from citrus_jax.train.losses import token_logprobs
 
 Batch = Mapping[str, jax.Array]
@@ -82,21 +83,20 @@ def _pair_rows(batch: Batch, field: str) -> jax.Array:
   return jnp.stack([c, r], axis=1).reshape(-1, c.shape[-1])
 
 
-def pair_forward_logprobs(params: Any, batch: Batch, cfg: ModelConfig) -> dict[str, jax.Array]:
-  """One forward over chosen and rejected together; per-sequence stats ([B] each).
+def _check_chunk(chunk: int) -> int:
+  chunk = int(chunk)
+  if chunk < 0:
+    raise ValueError(f"train.loss_chunk={chunk} must be >= 0 (0: full logits)")
+  return chunk
 
-  Returns sum_c/sum_r (summed response log-probs), mean_c/mean_r (length-normalised), n_c/n_r
-  (response tokens), token_logps_c [B, T] (chosen per-token log-probs, response-masked) and
-  seq_logps_sum_c / n_seq_c (chosen log-probs over every real target, prompt included, for ORPO).
-  """
+
+def pair_stats(logps_2BT: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+  """Per-sequence stats ([B] each) from the [2B, T] per-token log-probs of the paired rows
+  (`_pair_rows` order); the part of `pair_forward_logprobs` after the output layer."""
   B, T = batch["chosen_inputs"].shape
-  logits, _ = forward(params, _pair_rows(batch, "inputs"), cfg,
-                      positions_BT=_pair_rows(batch, "positions"),
-                      segment_ids_BT=_pair_rows(batch, "segment_ids"))
-  logps = token_logprobs(logits, _pair_rows(batch, "targets"))  # [2B, T]
   mask = _pair_rows(batch, "loss_mask").astype(jnp.float32)
-  sums, means, ns = (x.reshape(B, 2) for x in masked_sequence_stats(logps, mask))
-  logps_c = logps.reshape(B, 2, T)[:, 0]
+  sums, means, ns = (x.reshape(B, 2) for x in masked_sequence_stats(logps_2BT, mask))
+  logps_c = logps_2BT.reshape(B, 2, T)[:, 0]
   seq_mask_c = (batch["chosen_segment_ids"] != 0).astype(jnp.float32)
   return {
       "sum_c": sums[:, 0], "sum_r": sums[:, 1],
@@ -108,30 +108,56 @@ def pair_forward_logprobs(params: Any, batch: Batch, cfg: ModelConfig) -> dict[s
   }
 
 
-def reference_logprobs(ref_params: Any, batch: Batch, cfg: ModelConfig) -> dict[str, jax.Array]:
+def pair_forward_logprobs(params: Any, batch: Batch, cfg: ModelConfig, chunk: int = 0
+                          ) -> dict[str, jax.Array]:
+  """One forward over chosen and rejected together; per-sequence stats ([B] each).
+
+  Returns sum_c/sum_r (summed response log-probs), mean_c/mean_r (length-normalised), n_c/n_r
+  (response tokens), token_logps_c [B, T] (chosen per-token log-probs, response-masked) and
+  seq_logps_sum_c / n_seq_c (chosen log-probs over every real target, prompt included, for ORPO).
+  `chunk` > 0 (`train.loss_chunk`) computes the log-probs from the final hidden states in
+  sequence chunks (`chunked_ce`): same numbers without the [2B, T, V] fp32 logits.
+  """
+  chunk = _check_chunk(chunk)
+  kwargs = dict(positions_BT=_pair_rows(batch, "positions"),
+                segment_ids_BT=_pair_rows(batch, "segment_ids"))
+  targets = _pair_rows(batch, "targets")
+  if chunk:
+    hidden, _ = forward(params, _pair_rows(batch, "inputs"), cfg, return_hidden=True, **kwargs)
+    logps = chunked_ce.token_logprobs(params, hidden, targets, cfg, chunk)  # [2B, T]
+  else:
+    logits, _ = forward(params, _pair_rows(batch, "inputs"), cfg, **kwargs)
+    logps = token_logprobs(logits, targets)  # [2B, T]
+  return pair_stats(logps, batch)
+
+
+def reference_logprobs(ref_params: Any, batch: Batch, cfg: ModelConfig, chunk: int = 0
+                       ) -> dict[str, jax.Array]:
   """Summed response log-probs of a frozen reference ([B] each), outside the gradient.
 
   Pass `ref_params` as a jit ARGUMENT: arrays closed over by a jitted function are embedded in
   the program as constants (checked on jax 0.10), which for a whole model is a disaster.
+  `chunk` as in `pair_forward_logprobs`.
   """
-  stats = pair_forward_logprobs(jax.lax.stop_gradient(ref_params), batch, cfg)
+  stats = pair_forward_logprobs(jax.lax.stop_gradient(ref_params), batch, cfg, chunk)
   return {"ref_chosen_logps": jax.lax.stop_gradient(stats["sum_c"]),
           "ref_rejected_logps": jax.lax.stop_gradient(stats["sum_r"])}
 
 
-def precompute_reference_logprobs(params: Any, batches: Iterable[Batch], cfg: ModelConfig
-                                  ) -> np.ndarray:
+def precompute_reference_logprobs(params: Any, batches: Iterable[Batch], cfg: ModelConfig,
+                                  chunk: int = 0) -> np.ndarray:
   """Reference sums for every row of `batches`, in order: float32 [rows, 2] (chosen, rejected).
 
   Run once before DPO/IPO training and store the result with the data
   (`data.preference.attach_reference_logprobs`), so a training step needs one policy forward.
-  Padding rows of a final partial batch come back as zeros.
+  Padding rows of a final partial batch come back as zeros. `chunk` as in
+  `pair_forward_logprobs` (the forward alone holds [2B, T, V] logits without it).
   """
-  fn = jax.jit(reference_logprobs, static_argnums=2)
+  fn = jax.jit(reference_logprobs, static_argnums=(2, 3))
   out = []
   for batch in batches:
     arrays = {f"{s}_{f}": batch[f"{s}_{f}"] for s in ("chosen", "rejected") for f in _FIELDS}
-    ref = fn(params, arrays, cfg)
+    ref = fn(params, arrays, cfg, _check_chunk(chunk))
     out.append(np.stack([np.asarray(ref["ref_chosen_logps"]),
                          np.asarray(ref["ref_rejected_logps"])], axis=-1))
   if not out:
@@ -313,15 +339,17 @@ def preference_loss(name: str, stats: Mapping[str, jax.Array],
   return orpo_loss(stats["mean_c"], stats["mean_r"], nll, **hp, **common)
 
 
-def make_loss_fn(cfg: ModelConfig, name: str = "cpo_simpo", **hparams: float | None
-                 ) -> Callable[..., tuple[jax.Array, Metrics]]:
+def make_loss_fn(cfg: ModelConfig, name: str = "cpo_simpo", *, loss_chunk: int = 0,
+                 **hparams: float | None) -> Callable[..., tuple[jax.Array, Metrics]]:
   """loss_fn(params, batch, totals, ref_params=None) for `train.step.make_train_step`.
 
   Use `preference_totals` as the step's totals_fn. For dpo/ipo the reference sums come from
   the batch (precomputed) or, when `ref_params` is passed (as an argument, never a closure),
-  from a stop-gradient reference forward inside the step.
+  from a stop-gradient reference forward inside the step. `loss_chunk` > 0
+  (`train.loss_chunk`): policy and reference log-probs in sequence chunks (`chunked_ce`).
   """
   hparams_for(name, **hparams)  # fail fast on a bad name or key
+  loss_chunk = _check_chunk(loss_chunk)
 
   def loss_fn(params: Any, batch: Batch, totals: Mapping[str, jax.Array] | None = None,
               ref_params: Any = None) -> tuple[jax.Array, Metrics]:
@@ -330,11 +358,11 @@ def make_loss_fn(cfg: ModelConfig, name: str = "cpo_simpo", **hparams: float | N
       if "ref_chosen_logps" in batch:
         ref = batch
       elif ref_params is not None:
-        ref = reference_logprobs(ref_params, batch, cfg)
+        ref = reference_logprobs(ref_params, batch, cfg, loss_chunk)
       else:
         raise ValueError(f"preference loss {name!r} needs reference log-probs: precompute them "
                          "(precompute_reference_logprobs) or pass ref_params")
-    stats = pair_forward_logprobs(params, batch, cfg)
+    stats = pair_forward_logprobs(params, batch, cfg, loss_chunk)
     return preference_loss(name, stats, totals, ref, batch.get("row_mask"), **hparams)
 
   return loss_fn

@@ -57,14 +57,15 @@ def load_reference_cache(cache_path: str, key: dict[str, Any]) -> np.ndarray | N
 
 
 def with_reference(pairs: list[pref_data.PreferencePair], key: dict[str, Any], params: Any,
-                   cfg: Any, seq_len: int, batch: int, cache_path: str
+                   cfg: Any, seq_len: int, batch: int, cache_path: str, chunk: int = 0
                    ) -> list[pref_data.PreferencePair]:
   """Attaches reference log-prob sums, from the cache when it was made for these pairs and this
-  start (every process must agree: the forward is a collective), else computed and cached."""
+  start (every process must agree: the forward is a collective), else computed and cached.
+  `chunk` (`train.loss_chunk`) changes the forward's memory, not the sums (beyond rounding)."""
   ref = load_reference_cache(cache_path, key)
   if multihost.process_sum([ref is None])[0]:
     ref = np.asarray(preference.precompute_reference_logprobs(
-        params, pref_data.iterate_batches(pairs, batch, seq_len, shuffle=False), cfg))
+        params, pref_data.iterate_batches(pairs, batch, seq_len, shuffle=False), cfg, chunk))
     ref = ref[:len(pairs)]
     if jax.process_index() == 0:
       meta = cache_path[:-len(".npy")] + ".json"
@@ -105,6 +106,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
     raise runtime.ConfigError(f"config.data.num_shards: {n_shards} shards but only "
                               f"{len(pairs)} pairs in {d.train_paths}")
 
+  loss_chunk = int(config.train.get("loss_chunk", 0))
   init = runtime.init_params_fn(config, cfg, mesh)
   if rl.loss in preference.NEEDS_REFERENCE:
     params0 = init(sharding.param_shardings(cfg, mesh))
@@ -112,11 +114,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
     os.makedirs(workdir, exist_ok=True)
     pairs = with_reference(pairs, reference_key(config, train_paths, pairs), params0, cfg,
                            seq_len, d.global_batch_size,
-                           os.path.join(workdir, "reference_logprobs.npy"))
+                           os.path.join(workdir, "reference_logprobs.npy"), loss_chunk)
     if eval_pairs:
       eval_pairs = with_reference(eval_pairs, reference_key(config, eval_paths, eval_pairs),
                                   params0, cfg, seq_len, d.global_batch_size,
-                                  os.path.join(workdir, "reference_logprobs_eval.npy"))
+                                  os.path.join(workdir, "reference_logprobs_eval.npy"),
+                                  loss_chunk)
 
   num_steps, epochs = steps.resolve(
       config, "rl", lambda e: pref_data.count_batches(len(pairs), d.global_batch_size, e,
@@ -132,7 +135,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> engine.TrainResult:
         eval_pairs, shuffle=False, num_epochs=1, final_batch="pad", **common))
   hparams = {k: rl.get(k) for k in preference.DEFAULTS[rl.loss]}
   stage = engine.Stage(
-      name=f"rl/{rl.loss}", loss_fn=preference.make_loss_fn(cfg, rl.loss, **hparams),
+      name=f"rl/{rl.loss}", loss_fn=preference.make_loss_fn(cfg, rl.loss, loss_chunk=loss_chunk,
+                                                              **hparams),
       train_iter=train_iter, num_steps=num_steps, init_params=init,
       totals_fn=preference.preference_totals, eval_batches=eval_batches,
       tokens_in_batch=_tokens_in_batch)
