@@ -266,3 +266,16 @@ def detect_benchmark(path: str) -> str | None:
   if "cop" in obj and "op1" in obj:
     return "careqa"
   return None
+
+
+def load_bank(path: str, *, on_error: str = "raise", shuffle_options: bool | None = None,
+              seed: int = 0) -> list[MCQItem]:
+  """An MCQ bank for rejection sampling, in any layout the benchmark readers read (MedQA JSONL,
+  unified JSONL, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx): its MCQItems
+  (`rollout.questions.question_from_record` takes them as they are)."""
+  name = "jmed" if path.lower().endswith(".xlsx") else detect_benchmark(path)
+  if name is None:
+    raise ValueError(f"{path}: not an MCQ bank in a layout the benchmark readers know (MedQA, "
+                     "unified, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx)")
+  return load_benchmark(name, path, on_error=on_error,
+                        shuffle_options=shuffle_options, seed=seed).items

@@ -529,13 +529,7 @@ def read_jmed_xlsx(path: str, issues: Issues, *, source: str = "jmed", language:
 
 def load_bank(path: str, *, on_error: str = "raise", shuffle_options: bool | None = None,
               seed: int = 0) -> list[Any]:
-  """An MCQ bank for rejection sampling, in any layout the benchmark readers read (MedQA JSONL,
-  unified JSONL, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx): its MCQItems
-  (`rollout.questions.question_from_record` takes them as they are)."""
-  from citrus_jax.eval import benchmarks  # pylint: disable=g-import-not-at-top  (cycle)
-  name = "jmed" if path.lower().endswith(".xlsx") else benchmarks.detect_benchmark(path)
-  if name is None:
-    raise ValueError(f"{path}: not an MCQ bank in a layout the benchmark readers know (MedQA, "
-                     "unified, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx)")
-  return benchmarks.load_benchmark(name, path, on_error=on_error,
-                                   shuffle_options=shuffle_options, seed=seed).items
+  """benchmarks.load_bank, under its former name (rollout/questions.py still calls it here)."""
+  # Imported here: benchmarks imports this module. Drop once callers use benchmarks.load_bank.
+  from citrus_jax.eval import benchmarks  # pylint: disable=g-import-not-at-top
+  return benchmarks.load_bank(path, on_error=on_error, shuffle_options=shuffle_options, seed=seed)
