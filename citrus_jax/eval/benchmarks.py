@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 
 from citrus_jax.data import records
 from citrus_jax.eval import readers
-from citrus_jax.eval.readers import LETTERS, MMLU_SUBJECTS, Issues, Raw
+from citrus_jax.eval.reader_base import LETTERS, Issues, Raw
+from citrus_jax.eval.readers import MMLU_SUBJECTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +235,7 @@ def detect_benchmark(path: str) -> str | None:
   """Registry name for a benchmark file, or None for files that are not benchmarks."""
   base = os.path.basename(path).lower()
   if base.endswith(".xlsx"):
-    return "jmed"  # JMED's released spreadsheet (readers.read_jmed_xlsx)
+    return "jmed"  # JMED's released spreadsheet (jmed_xlsx.read_jmed_xlsx)
   if base.endswith(".csv"):
     subject = readers.mmlu_subject(base)
     return f"mmlu_{subject}" if subject in MMLU_SUBJECTS else None
