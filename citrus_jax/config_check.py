@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
 import os
 import re
@@ -20,7 +21,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import ml_collections
 
-from citrus_jax.runtime import MODES, STAGES, ConfigError, split_paths
+from citrus_jax import model_source, sharding
+from citrus_jax.config_types import MODES, STAGES, ConfigError, split_paths
+from citrus_jax.model import config as model_config
+from citrus_jax.train import plan
 
 Problem = tuple[str, str]  # (field, e.g. "config.optim.lr"; why it cannot work)
 Check = Callable[[Any], "str | None"]  # a value -> None, or why it is bad
@@ -115,7 +119,6 @@ def mesh_shape(v: Any) -> str | None:
 def topology(v: Any) -> str | None:
   if not v:
     return None
-  from citrus_jax.train import plan
   try:
     plan.parse_topology(v)
   except ValueError as e:
@@ -124,8 +127,9 @@ def topology(v: Any) -> str | None:
 
 
 def _lazy(module: str, attr: str, extra: Sequence[str] = ()) -> Callable[[], Sequence[str]]:
+  # Looked up when a rule runs: eval.harness imports runtime, which imports this checker, and
+  # the others (chat, data readers, RL losses) need not load for a config to be checked.
   def get() -> Sequence[str]:
-    import importlib
     return (*extra, *getattr(importlib.import_module(module), attr))
   return get
 
@@ -277,9 +281,8 @@ RULES: list[Rule] = [
 
 def _model_max_seq_len(config: ml_collections.ConfigDict) -> int | None:
   """The context of the model the run starts from (preset, HF config or checkpoint), if known."""
-  from citrus_jax import runtime
   try:
-    return int(runtime.model_config_from(config).max_seq_len)
+    return int(model_source.model_config_from(config).max_seq_len)
   except Exception:  # pylint: disable=broad-except  # a bad preset or path is reported elsewhere
     return None
 
@@ -323,7 +326,6 @@ def _mesh_and_batch(config: ml_collections.ConfigDict, n_devices: int | None
   """The mesh fills the devices and every batch splits over data x fsdp and grad_accum."""
   if n_devices is None or mesh_shape(config.mesh.shape):
     return
-  from citrus_jax import sharding
   try:
     shape = sharding.infer_mesh_shape(config.mesh.shape, n_devices)
   except ValueError as e:
@@ -404,7 +406,6 @@ def _train_paths(config: ml_collections.ConfigDict, n_devices: int | None) -> It
 
 
 def _model_preset(config: ml_collections.ConfigDict, n_devices: int | None) -> Iterable[Problem]:
-  from citrus_jax.model import config as model_config
   preset = config.model.preset
   if preset not in model_config.PRESETS and not config.init.get("hf_dir") \
       and not config.init.get("checkpoint"):

@@ -21,35 +21,50 @@ remat); LoRA: lora_tiny (tests, CPU), citrus_lora_llama3_1_70b (70B on a few chi
 trains LoRA adapters with --config.model.lora.enabled=True (config.model.lora, below).
 """
 import os
+from typing import NamedTuple
 
 import ml_collections
 from ml_collections import config_dict
 
 from configs import base
 
-# preset -> (model preset, mesh, seq_len, global batch, lr, steps, epochs, remat, dtype, stages)
+
+class Preset(NamedTuple):
+  model: str  # model preset (citrus_jax/model/config.py)
+  mesh: tuple
+  seq_len: int
+  batch: int  # global batch (data.batch_unit: examples for citrus_*, packed rows otherwise)
+  lr: float
+  steps: int  # 0: derived from epochs
+  epochs: int
+  remat: str
+  dtype: str
+  stages: tuple  # stage names, each run in <workdir>/<name>
+
+
+# The Citrus SFT recipe (three chained stages), on Llama-3.1-8B.
+_CITRUS_8B = Preset(model="llama3_1_8b", mesh=(1, -1, 1), seq_len=8192, batch=512, lr=5e-6,
+                    steps=0, epochs=3, remat="full", dtype="bfloat16",
+                    stages=("sft1", "sft2", "sft3"))
+_TINY = Preset(model="tiny", mesh=(1, -1, 1), seq_len=128, batch=8, lr=1e-3, steps=20, epochs=0,
+               remat="none", dtype="float32", stages=("sft",))
 _PRESETS = {
-    "tiny": ("tiny", (1, -1, 1), 128, 8, 1e-3, 20, 0, "none", "float32", ("sft",)),
-    "demo": ("demo", (1, -1, 1), 512, 16, 3e-4, 0, 3, "none", "float32", ("sft",)),
-    "citrus_llama3_1_8b": ("llama3_1_8b", (1, -1, 1), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
-                           ("sft1", "sft2", "sft3")),
-    "citrus_llama3_1_70b": ("llama3_1_70b", (1, -1, 8), 8192, 512, 5e-6, 0, 3, "full",
-                            "bfloat16", ("sft1", "sft2", "sft3")),
-    "citrus_qwen2_5_72b": ("qwen2_5_72b", (1, -1, 8), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
-                           ("sft1", "sft2", "sft3")),
+    "tiny": _TINY,
+    "demo": Preset(model="demo", mesh=(1, -1, 1), seq_len=512, batch=16, lr=3e-4, steps=0,
+                   epochs=3, remat="none", dtype="float32", stages=("sft",)),
+    "citrus_llama3_1_8b": _CITRUS_8B,
+    "citrus_llama3_1_70b": _CITRUS_8B._replace(model="llama3_1_70b", mesh=(1, -1, 8)),
+    "citrus_qwen2_5_72b": _CITRUS_8B._replace(model="qwen2_5_72b", mesh=(1, -1, 8)),
     # Qwen3 dense (the Citrus SFT recipe on Qwen3; chat format qwen3, see citrus_jax/chat.py).
-    "citrus_qwen3_8b": ("qwen3_8b", (1, -1, 1), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
-                        ("sft1", "sft2", "sft3")),
-    "citrus_qwen3_32b": ("qwen3_32b", (1, -1, 8), 8192, 512, 5e-6, 0, 3, "full", "bfloat16",
-                         ("sft1", "sft2", "sft3")),
+    "citrus_qwen3_8b": _CITRUS_8B._replace(model="qwen3_8b"),
+    "citrus_qwen3_32b": _CITRUS_8B._replace(model="qwen3_32b", mesh=(1, -1, 8)),
     # LoRA (config.model.lora, see below). lora_tiny: the tiny random model on the shipped
     # fixture (tests/fixtures/lora), < 1 minute on CPU; leaves <workdir>/export/{peft,base,merged}.
-    "lora_tiny": ("tiny", (1, -1, 1), 256, 8, 3e-3, 12, 0, "none", "float32", ("sft",)),
+    "lora_tiny": _TINY._replace(seq_len=256, lr=3e-3, steps=12),
     # Citrus SFT of Llama-3.1-70B with LoRA r=16 on every projection, on a few chips: the frozen
     # base in bf16 (no optimizer state), FSDP over all chips (v5p-8 = 4 chips, v6e-8 = 8 chips;
     # --config.model.lora.quant=nf4 for QLoRA), LoRA learning rate 2e-4.
-    "citrus_lora_llama3_1_70b": ("llama3_1_70b", (1, -1, 1), 8192, 512, 2e-4, 0, 3, "full",
-                                 "bfloat16", ("sft1", "sft2", "sft3")),
+    "citrus_lora_llama3_1_70b": _CITRUS_8B._replace(model="llama3_1_70b", lr=2e-4),
 }
 
 _FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
@@ -71,17 +86,17 @@ def stage(name: str, train_paths: str = "", eval_paths: str = "", lr: float | No
       batch_size=typed(batch_size, int)))
 
 
-def get_config(preset: str = "tiny"):
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   preset = preset or "tiny"
-  model, mesh, seq, batch, lr, steps, epochs, remat, dtype, names = _PRESETS.get(preset,
-                                                                                 (None,) * 10)
-  c = base.stage_config("sft.py", _PRESETS, preset, "sft", model=model, mesh=mesh, remat=remat,
-                        dtype=dtype)
-  c.data.seq_len = seq  # max_seq_len: rows of seq_len inputs; longer examples keep their end
-  c.data.global_batch_size = batch
-  c.data.num_epochs = epochs
+  base.check_preset("sft.py", _PRESETS, preset)
+  p = _PRESETS[preset]
+  c = base.stage_config("sft.py", _PRESETS, preset, "sft", model=p.model, mesh=p.mesh,
+                        remat=p.remat, dtype=p.dtype)
+  c.data.seq_len = p.seq_len  # max_seq_len: rows of seq_len inputs; longer examples keep the end
+  c.data.global_batch_size = p.batch
+  c.data.num_epochs = p.epochs
   c.data.format = "auto"  # auto | jsonl | json | hf
-  c.optim.lr = lr
+  c.optim.lr = p.lr
   c.optim.schedule = "cosine"
   c.optim.warmup_frac = 0.05
   c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8
@@ -97,10 +112,10 @@ def get_config(preset: str = "tiny"):
   # example per sequence, drop_last); packed rows per step are chosen to fill them
   # (data/sft.plan_example_batches). "rows": packed rows per step.
   c.data.batch_unit = "examples" if paper else "rows"
-  c.train.num_steps = steps
+  c.train.num_steps = p.steps
   c.checkpoint.every = 10 if preset == "tiny" else 100 if preset == "demo" else 200
   c.sft = ml_collections.ConfigDict(dict(
-      stages=tuple(stage(n) for n in names),
+      stages=tuple(stage(n) for n in p.stages),
       select="",  # comma-separated stage names to run (empty: all); the first starts from init
       pack=True,  # several examples per row (False: one example per row, padded)
       chat_format="",  # "" = the tokenizer's template; or llama3 | chatml | qwen3 | plain

@@ -96,8 +96,9 @@ def test_bad_sft_record_names_the_field(line, reason, words):
     ("bank_medqa.jsonl", 2, "B"), ("bank_mmlu_pro.jsonl", 2, "A"), ("bank_careqa.jsonl", 2, "B"),
     ("bank_unified.jsonl", 1, "C"), ("anatomy_test.csv", 2, "B")])
 def test_mcq_banks_become_rejection_questions(file, n, first_gold):
-  items = readers.load_bank(_fix(file))
+  items = benchmarks.load_bank(_fix(file))
   assert len(items) == n and items[0].gold == first_gold
+  assert readers.load_bank(_fix(file)) == items  # the former name, kept for rollout/questions
   qs = [questions.question_from_record(it) for it in items]
   assert qs[0].gold == first_gold and qs[0].gold_text == items[0].options[first_gold]
   assert "A." not in qs[0].text  # the open question never shows the options
@@ -109,7 +110,7 @@ def test_load_questions_reads_banks_in_every_layout():
   paths = ",".join(_fix(f) for f in ("bank_medqa.jsonl", "anatomy_test.csv",
                                      "bank_mmlu_pro.jsonl"))
   qs = questions.load_questions(paths)
-  assert len(qs) == 6 and [q.gold for q in qs[2:4]] == ["B", readers.load_bank(
+  assert len(qs) == 6 and [q.gold for q in qs[2:4]] == ["B", benchmarks.load_bank(
       _fix("anatomy_test.csv"))[1].gold]
   assert qs[4].gold == "A" and len({q.id for q in qs}) == 6
 
@@ -119,11 +120,11 @@ def test_mcq_bank_errors(tmp_path):
   bad.write_text(json.dumps({"question": "q", "options": {"A": "x", "B": "y"},
                              "answer_idx": "C"}) + "\n")
   with pytest.raises(ValueError, match=rf"{bad}:1: field 'answer_idx': gold 'C' is not among"):
-    readers.load_bank(str(bad))
+    benchmarks.load_bank(str(bad))
   other = tmp_path / "notes.jsonl"
   other.write_text(json.dumps({"text": "hello"}) + "\n")
   with pytest.raises(ValueError, match="not an MCQ bank"):
-    readers.load_bank(str(other))
+    benchmarks.load_bank(str(other))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """The clinic world's text corpora: CPT documents (textbook paragraphs, case reports, comparisons,
 finding notes) and SFT-1/2 instruction records, all derived from the condition table.
 
-A TEACHING TOY, NOT CLINICAL GUIDANCE. The world, its cases and the SFT-3/RL/MCQ records live in
-clinic_world.py, which calls `cpt_docs` and `instruction_records` when it builds the files.
+A TEACHING TOY, NOT CLINICAL GUIDANCE. The world and its cases live in clinic_cases.py; the
+SFT-3/RL/MCQ records in clinic_world.py, which calls `cpt_docs` and `instruction_records` when it
+builds the files.
 """
 import json
 import random
 
 from citrus_jax.demo.clinic_conditions import NONSPECIFIC, NORMAL_FINDINGS, Condition
-from citrus_jax.demo.clinic_world import (Case, World, _cap, _cycle, _join, _telling, draw_case,
+from citrus_jax.demo.clinic_cases import (Case, World, _cap, _cycle, _join, _telling, draw_case,
                                           make_patient, mid, render_vignette)
 
 # ------------------------------------------------------------------------------------------ CPT

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 
 from citrus_jax.data import records
 from citrus_jax.eval import readers
-from citrus_jax.eval.readers import LETTERS, MMLU_SUBJECTS, Issues, Raw
+from citrus_jax.eval.reader_base import LETTERS, Issues, Raw
+from citrus_jax.eval.readers import MMLU_SUBJECTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +235,7 @@ def detect_benchmark(path: str) -> str | None:
   """Registry name for a benchmark file, or None for files that are not benchmarks."""
   base = os.path.basename(path).lower()
   if base.endswith(".xlsx"):
-    return "jmed"  # JMED's released spreadsheet (readers.read_jmed_xlsx)
+    return "jmed"  # JMED's released spreadsheet (jmed_xlsx.read_jmed_xlsx)
   if base.endswith(".csv"):
     subject = readers.mmlu_subject(base)
     return f"mmlu_{subject}" if subject in MMLU_SUBJECTS else None
@@ -266,3 +267,16 @@ def detect_benchmark(path: str) -> str | None:
   if "cop" in obj and "op1" in obj:
     return "careqa"
   return None
+
+
+def load_bank(path: str, *, on_error: str = "raise", shuffle_options: bool | None = None,
+              seed: int = 0) -> list[MCQItem]:
+  """An MCQ bank for rejection sampling, in any layout the benchmark readers read (MedQA JSONL,
+  unified JSONL, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx): its MCQItems
+  (`rollout.questions.question_from_record` takes them as they are)."""
+  name = "jmed" if path.lower().endswith(".xlsx") else detect_benchmark(path)
+  if name is None:
+    raise ValueError(f"{path}: not an MCQ bank in a layout the benchmark readers know (MedQA, "
+                     "unified, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx)")
+  return load_benchmark(name, path, on_error=on_error,
+                        shuffle_options=shuffle_options, seed=seed).items

@@ -7,9 +7,11 @@ import sys
 from typing import Any, Callable, Sequence
 
 import jax
+from tqdm.auto import tqdm
 
-from citrus_jax import chat
+from citrus_jax import chat, sharding
 from citrus_jax.eval import extract, loglik, prompts, scaling
+from citrus_jax.infer import sampler
 from citrus_jax.eval.summaries import summarize
 from citrus_jax.model.config import ModelConfig
 
@@ -24,7 +26,6 @@ def item_messages(item: Any, prompt: str = prompts.DEFAULT_EVAL_PROMPT) -> list[
 
 
 def _progress(total: int, desc: str, enabled: bool):
-  from tqdm.auto import tqdm
   return tqdm(total=total, desc=desc, disable=not enabled or jax.process_index() != 0,
               dynamic_ncols=True, file=sys.stderr)
 
@@ -57,7 +58,6 @@ def generate_outputs(params: Any, cfg: ModelConfig, tok: Any, prompt_ids: Sequen
   batch size and seed. A prompt longer than cfg.max_seq_len - max_new_tokens keeps its last
   tokens (counted as truncated).
   """
-  from citrus_jax.infer import sampler
   room = cfg.max_seq_len - max_new_tokens
   if room < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
@@ -67,7 +67,6 @@ def generate_outputs(params: Any, cfg: ModelConfig, tok: Any, prompt_ids: Sequen
   stop = tuple(tok.stop_ids) or None
   pad = tok.pad_id if tok.pad_id is not None else (tok.eos_id or 0)
   if mesh is not None:
-    from citrus_jax import sharding
     params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
   order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
   out: list[dict | None] = [None] * len(ids)

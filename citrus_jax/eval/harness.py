@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 
-from citrus_jax import run_dirs, runtime
+from citrus_jax import run_dirs, runtime, sharding
 from citrus_jax.eval import extract, loglik, scaling  # noqa: F401  (harness.extract is used)
 # The harness's parts; their names stay importable from here.
 from citrus_jax.eval.files import (_write_jsonl, load_all, output_dir,  # noqa: F401
@@ -49,6 +49,7 @@ from citrus_jax.eval.predictions import read_predictions, score_predictions  # n
 from citrus_jax.eval.summaries import (CI_BOOT, CI_LEVEL, CI_SEED, format_table,  # noqa: F401
                                        macro_average, sample_count, summarize)
 from citrus_jax.model.config import ModelConfig
+from citrus_jax.train.cpt import load_tokenizer
 
 MODES = ("generate", "loglik", "both", "prompts")
 
@@ -97,7 +98,6 @@ def scaling_settings(ev: ml_collections.ConfigDict) -> tuple[list[int], list[int
 
 
 def _load_model(config: ml_collections.ConfigDict, tok: Any, mesh: Any) -> tuple[ModelConfig, Any]:
-  from citrus_jax import sharding
   cfg = runtime.model_config_from(config, vocab_size=tok.vocab_size)
   if cfg.vocab_size < tok.vocab_size:
     raise runtime.ConfigError(f"model vocab {cfg.vocab_size} < tokenizer vocab {tok.vocab_size}")
@@ -187,7 +187,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     records, extra = score_predictions(data, runtime.split_paths(ev.predictions), ev.on_error)
     settings["mode"] = "predictions"
   else:
-    from citrus_jax.train.cpt import load_tokenizer
     run_dirs.apply_to_init(config)  # a run, stage, params or HF dir; prints which
     tok = load_tokenizer(config)
     mesh = runtime.make_mesh(config)

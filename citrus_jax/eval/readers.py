@@ -1,80 +1,28 @@
 """Parsers for the distribution formats of the medical MCQ benchmarks.
 
 Each reader yields `Raw` records (options as an ordered list, gold as a letter) and reports bad
-input through `Issues`, which either raises a ValueError naming file, line and field or counts the
-skip. Validation common to every format (letters, gold among options, duplicate ids) lives in
-benchmarks.py; readers only check what is specific to their format.
+input through `Issues` (both in reader_base.py), which either raises a ValueError naming file,
+line and field or counts the skip. Validation common to every format (letters, gold among options,
+duplicate ids) lives in benchmarks.py; readers only check what is specific to their format.
+JMED's .xlsx spreadsheet is read by jmed_xlsx.py (through read_unified).
 """
 from __future__ import annotations
 
-import collections
 import csv
-import dataclasses
 import io
 import json
-import math
 import os
 import re
 from typing import Any, Iterator
 
 from citrus_jax.data import records
+from citrus_jax.eval.jmed_xlsx import JMED_COLUMNS, JMED_QUESTION, read_jmed_xlsx  # noqa: F401
+# Shared with jmed_xlsx.py; their names stay importable from here.
+from citrus_jax.eval.reader_base import (LETTERS, Issues, Raw, _blank, _raw, _strip,  # noqa: F401
+                                         is_chinese)
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MMLU_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine",
                  "medical_genetics", "professional_medicine")
-_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-class Issues(records.Skips):
-  """Bad-input policy of one file: raise (default) or skip and count per reason (the policy of
-  every reader, citrus_jax.data.records)."""
-
-  def __init__(self, path: str, on_error: str = "raise"):
-    records.check_on_error(on_error)
-    super().__init__()
-    self.path = path
-    self.on_error = on_error
-    self.dropped: collections.Counter = collections.Counter()  # dropped by design, never raised
-    self.warnings: collections.Counter = collections.Counter()  # kept, but worth reporting
-    self.filtered = 0  # rows of another category (e.g. MMLU-Pro file with all categories)
-
-  @property
-  def skipped(self) -> collections.Counter:
-    return self.counts
-
-  def error(self, line: int | str, field: str, reason: str, msg: str) -> None:
-    records.handle(records.RecordError.at(self.path, line, field, msg, reason), self.on_error,
-                   self)
-
-
-@dataclasses.dataclass
-class Raw:
-  """One parsed row before the common validation; `fields` names the source fields for errors."""
-
-  line: int | str
-  id: str
-  question: Any
-  options: list[tuple[str, Any]]
-  gold: Any
-  source: str
-  language: str = "en"
-  context: str | None = None
-  meta: dict = dataclasses.field(default_factory=dict)
-  fields: dict = dataclasses.field(default_factory=dict)  # question/options/gold/id -> name
-
-
-def is_chinese(text: str) -> bool:
-  """True when at least 10% of the non-space characters are CJK ideographs."""
-  chars = [c for c in text if not c.isspace()]
-  return bool(chars) and sum(bool(_CJK_RE.match(c)) for c in chars) >= 0.1 * len(chars)
-
-
-def _blank(v: Any) -> bool:
-  if v is None:
-    return True
-  if isinstance(v, float) and math.isnan(v):
-    return True
-  return isinstance(v, str) and not v.strip()
 
 
 def _iter_jsonl(path: str, issues: Issues) -> Iterator[tuple[int, int, dict]]:
@@ -116,19 +64,6 @@ class _JsonFile:
         lines.setdefault(m.group(1), line)
       self._lines[after] = lines
     return self._lines[after].get(key, 1)
-
-
-def _strip(v: Any) -> Any:
-  return v.strip() if isinstance(v, str) else v
-
-
-def _raw(question: Any, options: Any) -> dict[str, Any]:
-  """The question and option texts exactly as the file has them (unstripped), for the prompt
-  variant that is byte-identical to the reference evaluation's (eval/prompts.py, "reference")."""
-  if not isinstance(question, str):
-    return {}
-  return {"raw_question": question,
-          "raw_options": {str(k): v for k, v in options if isinstance(v, str)}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -420,122 +355,9 @@ def read_unified(path: str, issues: Issues, *, source: str | None = None,
               fields={"gold": "A", "question": "Q", "options": "OP", "id": "id"})
 
 
-# ------------------------------------------------------------------------------------------------
-# JMED's released spreadsheet (jdh-algo/JMED, 20250122_sample_multiple_choice_1094_*.xlsx): one
-# row per item with columns diagId, patient_age, patient_sex, final_question, final_options (a
-# Python dict literal letter -> text), final_correct_answer (a list literal of letters) and
-# optionally glm_search_result. The question and options are rebuilt exactly as the reference
-# converter (Citrus src/apps/data_preprocess/unify_format/unify_jmed.py) builds them, so items
-# equal those of its unified JSONL; line numbers are sheet rows (1 = the header).
-
-JMED_COLUMNS = ("diagId", "patient_age", "patient_sex", "final_question", "final_options",
-                "final_correct_answer")
-JMED_QUESTION = ("\n患者年龄：{}\n患者性别：{}\n患者病情摘要：{}\n\n"
-                 "根据上述患者的情况，请问最有可能的诊断是什么？\n")
-
-
-def _openpyxl(path: str) -> Any:
-  try:
-    import openpyxl  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ImportError(f"{path}: reading a .xlsx spreadsheet needs openpyxl, an optional "
-                      "dependency: pip install 'citrus_jax[xlsx]' (or pip install openpyxl)"
-                      ) from None
-  return openpyxl
-
-
-def _cell_text(v: Any) -> str:
-  """A cell as pandas' str.format shows it: integral numbers without '.0'."""
-  if isinstance(v, float) and v.is_integer():
-    return str(int(v))
-  return str(v)
-
-
-def _literal(text: Any, kind: type, what: str) -> Any:
-  import ast  # pylint: disable=g-import-not-at-top
-  if isinstance(text, kind):
-    return text
-  if not isinstance(text, str):
-    raise ValueError(f"expected {what} as text, got {type(text).__name__}")
-  try:
-    value = ast.literal_eval(text.strip())  # the reference used eval(); literals only here
-  except (ValueError, SyntaxError) as e:
-    raise ValueError(f"not a {what} literal ({type(e).__name__}: {text[:60]!r})") from None
-  if not isinstance(value, kind):
-    raise ValueError(f"expected {what}, got {type(value).__name__} ({text[:60]!r})")
-  return value
-
-
-def read_jmed_xlsx(path: str, issues: Issues, *, source: str = "jmed", language: str = "zh",
-                   with_context: bool = False) -> Iterator[Raw]:
-  """JMED items from the released .xlsx (first sheet); options rebuilt from final_options."""
-  openpyxl = _openpyxl(path)
-  try:
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-  except Exception as e:  # zipfile.BadZipFile, KeyError, InvalidFileException
-    raise ValueError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {e})") from None
-  try:
-    rows = wb.worksheets[0].iter_rows(values_only=True)
-    header = next(rows, None)
-    if header is None:
-      raise ValueError(f"{path}:1: field '<header>': the first sheet is empty")
-    names = [str(h).strip() if h is not None else "" for h in header]
-    missing = [c for c in JMED_COLUMNS if c not in names]
-    if missing:
-      raise ValueError(f"{path}:1: field {missing[0]!r}: missing column (JMED needs "
-                       f"{', '.join(JMED_COLUMNS)}; the header has {names[:12]})")
-    col = {n: i for i, n in reversed(list(enumerate(names))) if n}
-    for row_no, values in enumerate(rows, start=2):
-      get = lambda c: values[col[c]] if col.get(c) is not None and col[c] < len(values) else None
-      if all(_blank(v) for v in values):
-        issues.dropped["empty_row"] += 1
-        continue
-      try:
-        field = "diagId"
-        diag = get("diagId")
-        diag_id = int(float(diag)) if not isinstance(diag, int) else diag
-        field = "final_options"
-        ops = _literal(get("final_options"), dict, "dict of letter -> option text")
-        field = "final_correct_answer"
-        gold = _literal(get("final_correct_answer"), list, "list of letters")
-      except (TypeError, ValueError) as e:
-        issues.error(row_no, field, "bad_field", str(e))
-        continue
-      if len(gold) != 1:
-        issues.error(row_no, "final_correct_answer", "multi_answer",
-                     f"{len(gold)} correct answers {gold!r}; a single-answer MCQ needs one")
-        continue
-      options = [(k, ops[k]) for k in "ABCDEF" if k in ops]
-      extra = sorted(set(map(str, ops)) - set("ABCDEF"))
-      if extra:
-        issues.error(row_no, "final_options", "bad_options",
-                     f"option keys {extra} are not letters A-F (the reference reads A-F only)")
-        continue
-      question = JMED_QUESTION.format(*(_cell_text(get(c)) for c in
-                                        ("patient_age", "patient_sex", "final_question")))
-      if _blank(get("final_question")):
-        issues.error(row_no, "final_question", "empty_question", "missing or empty")
-        continue
-      context = get("glm_search_result") if with_context else None
-      yield Raw(line=row_no, id=f"{diag_id}-{row_no - 2}-diagnose-option", question=question,
-                options=options, gold=str(gold[0]), source=source, language=language,
-                context=context if isinstance(context, str) else None,
-                meta={"diagId": diag_id, **_raw(question, options)},
-                fields={"gold": "final_correct_answer", "question": "final_question",
-                        "options": "final_options", "id": "diagId"})
-  finally:
-    wb.close()
-
-
 def load_bank(path: str, *, on_error: str = "raise", shuffle_options: bool | None = None,
               seed: int = 0) -> list[Any]:
-  """An MCQ bank for rejection sampling, in any layout the benchmark readers read (MedQA JSONL,
-  unified JSONL, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx): its MCQItems
-  (`rollout.questions.question_from_record` takes them as they are)."""
-  from citrus_jax.eval import benchmarks  # pylint: disable=g-import-not-at-top  (cycle)
-  name = "jmed" if path.lower().endswith(".xlsx") else benchmarks.detect_benchmark(path)
-  if name is None:
-    raise ValueError(f"{path}: not an MCQ bank in a layout the benchmark readers know (MedQA, "
-                     "unified, MMLU CSV, MMLU-Pro, MedBullets, CareQA, PubMedQA, JMED .xlsx)")
-  return benchmarks.load_benchmark(name, path, on_error=on_error,
-                                   shuffle_options=shuffle_options, seed=seed).items
+  """benchmarks.load_bank, under its former name (rollout/questions.py still calls it here)."""
+  # Imported here: benchmarks imports this module. Drop once callers use benchmarks.load_bank.
+  from citrus_jax.eval import benchmarks  # pylint: disable=g-import-not-at-top
+  return benchmarks.load_bank(path, on_error=on_error, shuffle_options=shuffle_options, seed=seed)

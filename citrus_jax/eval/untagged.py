@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from citrus_jax.eval import extract as x
+from citrus_jax.eval import option_match as x
 
 _THINK_BLOCK = re.compile(r"<\s*think\s*>.*?(?:<\s*/\s*think\s*>|$)", re.I | re.S)
 _THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.I)
@@ -134,8 +134,3 @@ def map_untagged(answer: str | None, options: dict[str, str]) -> str | None:
   if found:
     return max(found, key=lambda f: f[0])[1]
   return _yes_no(text, options) or _committed_mention(text, options)  # 4.
-
-
-def has_answer_tag(output: str | None) -> bool:
-  """Whether the output has an `<answer>` block (then the block alone is the answer)."""
-  return bool(output) and bool(x._ANSWER_OPEN.search(output))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +178,17 @@ def _stop_seq_hit(window_BW: jax.Array, seqs_MW: jax.Array) -> jax.Array:
   return jnp.any(jnp.all(match_BMW, axis=-1), axis=-1)
 
 
+class DecodeState(NamedTuple):
+  """Per-row outputs and flags carried through the decode loop (N = max_new_tokens)."""
+  tokens_BN: jax.Array  # new tokens; pad_id after a row finished
+  logprobs_BN: jax.Array  # log_softmax(raw logits)[token]
+  sampling_logprobs_BN: jax.Array  # under the processed (temperature/top-k/top-p) distribution
+  done_B: jax.Array  # finished: stopped, cancelled by on_step, or an empty row
+  stopped_B: jax.Array  # finished by a stop id or stop sequence (finish_reason "stop")
+  n_generated_B: jax.Array  # tokens written so far
+  window_BW: jax.Array  # the newest W tokens, matched against the stop sequences
+
+
 StepHook = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], Any]
 
 
@@ -210,21 +221,24 @@ def _generate_core(params, tokens_BP, lengths_B, rng, temperature, top_p, stop_i
 
   def record(state, step, tok_B, lp_B, slp_B):
     """Writes step's outputs for rows still running and updates done/stop flags."""
-    out_tok, out_lp, out_slp, done_B, stopped_B, n_gen_B, window_BW = state
-    live_B = ~done_B
+    def write(out_BN, value_B):
+      return jax.lax.dynamic_update_slice_in_dim(out_BN, value_B[:, None], step, axis=1)
+
+    live_B = ~state.done_B
     tok_B = jnp.where(live_B, tok_B, pad_id)
-    out_tok = jax.lax.dynamic_update_slice_in_dim(out_tok, tok_B[:, None], step, axis=1)
-    out_lp = jax.lax.dynamic_update_slice_in_dim(
-        out_lp, jnp.where(live_B, lp_B, 0.0)[:, None], step, axis=1)
-    out_slp = jax.lax.dynamic_update_slice_in_dim(
-        out_slp, jnp.where(live_B, slp_B, 0.0)[:, None], step, axis=1)
     hit_B = jnp.any(tok_B[:, None] == stop_ids_S[None], axis=-1)
+    window_BW = state.window_BW
     if W:
       window_BW = jnp.concatenate([window_BW[:, 1:], tok_B[:, None]], axis=1)
       hit_B = hit_B | _stop_seq_hit(window_BW, stop_seqs_MW)
     hit_B = hit_B & live_B
-    return (out_tok, out_lp, out_slp, done_B | hit_B, stopped_B | hit_B,
-            n_gen_B + live_B.astype(jnp.int32), window_BW), tok_B
+    return state._replace(
+        tokens_BN=write(state.tokens_BN, tok_B),
+        logprobs_BN=write(state.logprobs_BN, jnp.where(live_B, lp_B, 0.0)),
+        sampling_logprobs_BN=write(state.sampling_logprobs_BN, jnp.where(live_B, slp_B, 0.0)),
+        done_B=state.done_B | hit_B, stopped_B=state.stopped_B | hit_B,
+        n_generated_B=state.n_generated_B + live_B.astype(jnp.int32),
+        window_BW=window_BW), tok_B
 
   K = min(on_step_every, N)
 
@@ -236,22 +250,24 @@ def _generate_core(params, tokens_BP, lengths_B, rng, temperature, top_p, stop_i
 
     def call(state):
       start = jnp.maximum(step - K + 1, 0)
-      window_BK = jax.lax.dynamic_slice_in_dim(state[0], start, K, axis=1)
+      window_BK = jax.lax.dynamic_slice_in_dim(state.tokens_BN, start, K, axis=1)
       cancel_B = io_callback(on_step, jax.ShapeDtypeStruct((B,), jnp.bool_), step, start,
-                             window_BK, state[5], ~state[3])
-      return state[:3] + (state[3] | cancel_B,) + state[4:]
+                             window_BK, state.n_generated_B, ~state.done_B)
+      return state._replace(done_B=state.done_B | cancel_B)
     return call(state) if K == 1 else jax.lax.cond(step % K == K - 1, call, lambda s: s, state)
 
-  state = (jnp.full((B, N), pad_id, jnp.int32), jnp.zeros((B, N), jnp.float32),
-           jnp.zeros((B, N), jnp.float32), lengths_B == 0, jnp.zeros((B,), bool),
-           jnp.zeros((B,), jnp.int32), jnp.full((B, W), -2, jnp.int32))
+  state = DecodeState(
+      tokens_BN=jnp.full((B, N), pad_id, jnp.int32), logprobs_BN=jnp.zeros((B, N), jnp.float32),
+      sampling_logprobs_BN=jnp.zeros((B, N), jnp.float32), done_B=lengths_B == 0,
+      stopped_B=jnp.zeros((B,), bool), n_generated_B=jnp.zeros((B,), jnp.int32),
+      window_BW=jnp.full((B, W), -2, jnp.int32))
   tok_B, lp_B, slp_B = pick(jax.random.fold_in(rng, 0), last_logits_BV)
   state, tok_B = record(state, 0, tok_B, lp_B, slp_B)
   state = report(state, jnp.int32(0))
 
   def cond(carry):
     step, _, _, state = carry
-    return (step < N) & ~jnp.all(state[3])
+    return (step < N) & ~jnp.all(state.done_B)
 
   # On CPU the loop runs the unrolled forward on per-layer weights and caches (see _PerLayer);
   # that holds a second copy of the weights, so accelerators keep the stacked layout.
@@ -275,8 +291,8 @@ def _generate_core(params, tokens_BP, lengths_B, rng, temperature, top_p, stop_i
 
   _, _, _, state = jax.lax.while_loop(
       cond, body, (jnp.int32(1), tok_B, split_cache(cache), state))
-  out_tok, out_lp, out_slp, _, stopped_B, n_gen_B, _ = state
-  return out_tok, out_lp, out_slp, stopped_B, n_gen_B
+  return (state.tokens_BN, state.logprobs_BN, state.sampling_logprobs_BN, state.stopped_B,
+          state.n_generated_B)
 
 
 # ------------------------------------------------------------------------------------------------

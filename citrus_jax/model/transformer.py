@@ -11,7 +11,7 @@ K kv heads, G query heads per kv head, E head_dim, L layers, N = B*T.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -172,8 +172,18 @@ def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS, cfg: ModelConfig) -> jax.Array:
   return out.reshape(B * T, H * E)
 
 
-def _layer(x_BTD, lp, cos, sin, mask_BTS, k_cache, v_cache, index, cfg: ModelConfig):
-  """One pre-norm block. With a cache, new keys/values are written at `index` first."""
+class LayerInputs(NamedTuple):
+  """What every layer of one forward pass reads alike (the params and cache slices differ)."""
+  cos: jax.Array  # RoPE tables for the new tokens' positions
+  sin: jax.Array
+  mask_BTS: jax.Array  # new token t may attend to key slot s
+  index: jax.Array  # cache slot of the first new token (0 without a cache)
+
+
+def _layer(cfg: ModelConfig, x_BTD: jax.Array, lp: dict, shared: LayerInputs,
+           k_cache: jax.Array | None, v_cache: jax.Array | None):
+  """One pre-norm block. With a cache, new keys/values are written at `shared.index` first."""
+  cos, sin, mask_BTS, index = shared
   B, T, D = x_BTD.shape
   h_ND = rms_norm(x_BTD, lp["attn_norm"], cfg.norm_eps).reshape(B * T, D)
   q = _dense(h_ND, lp["wq"], lp.get("bq")).reshape(B, T, cfg.n_heads, cfg.head_dim)
@@ -195,12 +205,12 @@ def _layer(x_BTD, lp, cos, sin, mask_BTS, k_cache, v_cache, index, cfg: ModelCon
 
 
 def _remat(fn, policy: str):
+  """fn rematerialised under cfg.remat: none | full (recompute all) | dots (keep matmuls)."""
   if policy == "none":
     return fn
   if policy == "full":
-    return jax.checkpoint(fn, static_argnums=(8,))
-  return jax.checkpoint(fn, static_argnums=(8,),
-                        policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    return jax.checkpoint(fn)
+  return jax.checkpoint(fn, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
 
 
 def forward(
@@ -242,13 +252,14 @@ def forward(
   cos, sin = rope_tables(positions_BT, cfg)
   x_BTD = jnp.take(params["embed"], tokens_BT, axis=0).astype(cdt)
 
-  layer_fn = _remat(_layer, cfg.remat)
+  layer_fn = _remat(functools.partial(_layer, cfg), cfg.remat)  # cfg closed over: static
+  shared = LayerInputs(cos=cos, sin=sin, mask_BTS=mask_BTS, index=index)
   has_cache = cache is not None
   layers = params["layers"]
   if cfg.scan_layers:
     def body(x, xs):
       lp, kc, vc = xs
-      x, k, v = layer_fn(x, lp, cos, sin, mask_BTS, kc, vc, index, cfg)
+      x, k, v = layer_fn(x, lp, shared, kc, vc)
       return x, ((k, v) if has_cache else None)
     xs = (layers, cache["k"], cache["v"]) if has_cache else (layers, None, None)
     x_BTD, kv = jax.lax.scan(body, x_BTD, xs)
@@ -258,7 +269,7 @@ def forward(
       lp = jax.tree.map(lambda a, i=i: a[i], layers)
       kc = cache["k"][i] if has_cache else None
       vc = cache["v"][i] if has_cache else None
-      x_BTD, k, v = layer_fn(x_BTD, lp, cos, sin, mask_BTS, kc, vc, index, cfg)
+      x_BTD, k, v = layer_fn(x_BTD, lp, shared, kc, vc)
       ks.append(k)
       vs.append(v)
     kv = (jnp.stack(ks), jnp.stack(vs)) if has_cache else None

@@ -15,13 +15,17 @@ import os
 import uuid
 from typing import Any, Callable
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
+from citrus_jax import hf, sharding as sharding_lib
+from citrus_jax.config_types import ConfigError
+from citrus_jax.model import lora, transformer
 from citrus_jax.model.config import ModelConfig
-from citrus_jax.runtime import ConfigError
 
 
 class NotWritableError(ConfigError):
@@ -87,7 +91,6 @@ class Checkpointer:
     return step not in self.manager.all_steps() and self.manager.should_save(step)
 
   def save(self, step: int, state: Any, data_iter: Any = None, force: bool = False) -> bool:
-    import grain
     if step in self.manager.all_steps():
       return False
     args = {"state": ocp.args.StandardSave(state)}
@@ -97,7 +100,6 @@ class Checkpointer:
 
   def restore(self, state_like: Any, data_iter: Any = None, step: int | None = None) -> Any:
     """Restores onto `state_like`'s shapes and shardings (which may differ from the saved mesh)."""
-    import grain
     step = self.latest_step() if step is None else step
     args = {"state": ocp.args.StandardRestore(_abstract(state_like))}
     if _has_grain_state(data_iter):
@@ -144,7 +146,6 @@ class Checkpointer:
         target, n = epath.Path(f"{self.directory}.bad") / f"{step}.{n}", n + 1
       (self.directory / str(step)).rename(target)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f"citrus_jax_set_aside_{step}")
     self.manager.reload()
     return os.fspath(target)
@@ -203,7 +204,6 @@ def load_params(directory: str, cfg: ModelConfig | None = None, shardings: Any =
   without, whole onto this process's first device, whatever devices saved them (pod params
   opened on a laptop).
   """
-  from citrus_jax.model import transformer
   path = _orbax_path(directory)
   saved_cfg = read_model_config(directory) if (path / "model_config.json").exists() else None
   cfg = cfg or saved_cfg
@@ -272,7 +272,6 @@ def write_lora_meta(directory: str, cfg: ModelConfig, lcfg: Any, base_ref: dict[
 
 def read_lora_meta(directory: str) -> tuple[ModelConfig, Any, dict[str, Any]]:
   """(model config, LoraConfig, base reference) of a LoRA stage directory."""
-  from citrus_jax.model import lora
   path = epath.Path(directory) / LORA_DIR / "lora.json"
   if not path.exists():
     raise FileNotFoundError(f"{path}: not found; {directory} is not a LoRA stage directory "
@@ -288,8 +287,6 @@ def load_lora_base(base_ref: dict[str, Any], cfg: ModelConfig, lcfg: Any, mesh: 
                    shardings: Any = None) -> Any:
   """The frozen base a reference names, on `shardings` (or the mesh's param shardings, or one
   device), quantised as `lcfg.quant` says."""
-  from citrus_jax import sharding as sharding_lib
-  from citrus_jax.model import lora, transformer
   if shardings is None and mesh is not None:
     shardings = sharding_lib.param_shardings(cfg, mesh)
   kind = base_ref.get("kind")
@@ -300,7 +297,6 @@ def load_lora_base(base_ref: dict[str, Any], cfg: ModelConfig, lcfg: Any, mesh: 
   elif kind == "checkpoint":
     params = load_params(base_ref["path"], cfg, shardings)
   elif kind == "hf":
-    from citrus_jax import hf
     params = hf.load(base_ref["path"], mesh=mesh, dtype=cfg.param_dtype)[1]
   else:
     raise ValueError(f"unknown LoRA base reference {base_ref!r}")
@@ -322,7 +318,6 @@ def save_adapters(directory: str, adapters: Any) -> None:
 
 def load_adapters(directory: str, cfg: ModelConfig, lcfg: Any, mesh: Any = None) -> Any:
   """The adapters `save_adapters` wrote (on the mesh's shardings, or on one device)."""
-  from citrus_jax.model import lora
   abstract = lora.abstract_params(cfg, lcfg)[0]
   if mesh is not None:
     sh = lora.shardings_like(abstract, cfg, mesh)

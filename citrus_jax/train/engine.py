@@ -22,11 +22,12 @@ from typing import Any, Callable, Iterable, Iterator
 import jax
 import numpy as np
 from jax.sharding import Mesh
+from tqdm.auto import tqdm
 
 from citrus_jax import multihost, sharding
+from citrus_jax.config_types import ConfigError
 from citrus_jax.model import lora, transformer
 from citrus_jax.model.config import ModelConfig
-from citrus_jax.runtime import ConfigError
 from citrus_jax.train import checkpoint, metrics_log, optim
 from citrus_jax.train.step import LossFn, TotalsFn, init_state, make_eval_step, \
     make_train_step, state_shardings, token_totals
@@ -106,6 +107,7 @@ def _host_sum(tag: str, values: list[float], done_key: str | None = None) -> np.
   of the previous round, deleted once this round's barrier shows every process has read it."""
   if jax.process_count() == 1:
     return np.asarray(values, np.float64)
+  # Imported here: a private jax module, needed only on several processes.
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
   # jax exposes no public host-side reduction; orbax and multihost_utils use this client too.
   client = distributed.global_state.client
@@ -190,7 +192,6 @@ class _SkipTracker:
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
-  from tqdm.auto import tqdm
   return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
               file=sys.stdout, mininterval=1.0)
 
