@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 
-from citrus_jax import run_dirs, runtime, sharding
+from citrus_jax import run_dirs, runtime, sharding, tiny_data
 from citrus_jax.eval import extract, loglik, scaling  # noqa: F401  (harness.extract is used)
 # The harness's parts; their names stay importable from here.
 from citrus_jax.eval.files import (_write_jsonl, load_all, output_dir,  # noqa: F401
@@ -130,8 +130,6 @@ def _tiny_inputs(config: ml_collections.ConfigDict, workdir: str) -> None:
            config.init.get("hf_dir"))
   if not ev.get("generate_tiny_inputs", False) or any(given):
     return
-  # pipeline imports this module (its eval step), hence the import here.
-  from citrus_jax.pipeline import tiny_data  # pylint: disable=g-import-not-at-top
   out = os.path.join(workdir, "tiny_inputs")
   done = os.path.join(out, "hf_model", "config.json")
   paths = tiny_data.write_files(out, seed=config.seed)

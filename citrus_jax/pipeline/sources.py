@@ -43,7 +43,7 @@ def prepare(config: ml_collections.ConfigDict, step_dir: str) -> dict[str, Any]:
     from citrus_jax.pipeline import clinic
     return clinic.step_data(config, step_dir)
   if source == "tiny":
-    from citrus_jax.pipeline import tiny_data
+    from citrus_jax import tiny_data
     paths = tiny_data.write_files(step_dir, seed=config.seed)
     paths.update(tiny_data.write_model(step_dir, [paths[k] for k in ("cpt", "sft1", "sft2",
                                                                      "sft3")], seed=config.seed))
