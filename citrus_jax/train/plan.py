@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from citrus_jax import sharding
-from citrus_jax.model import transformer
+from citrus_jax.model import splash, transformer
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.train import losses, optim
 from citrus_jax.train.step import init_state, make_train_step, state_shardings
@@ -195,7 +195,6 @@ def attention_override(fn: Callable | None) -> Iterator[None]:
 def splash_or_einsum(q, k, v, mask_BTS, cfg):
   """Splash for self-attention the kernel supports (T == S, T % 128 == 0), else the einsum path
   (what `attention="splash"` is meant to do once wired in transformer.py)."""
-  from citrus_jax.model import splash  # Pallas TPU kernel: imported only where splash is asked for
   if splash.supported(q.shape[1], k.shape[1]):
     return splash.attention_from_mask(q, k, v, mask_BTS, cfg)
   return _ORIGINAL_ATTENTION(q, k, v, mask_BTS, cfg)
