@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 import ml_collections
 
 from citrus_jax import model_source, sharding
-from citrus_jax.config_types import MODES, STAGES, ConfigError, split_paths
+from citrus_jax.config_types import EVAL_MODES, MODES, STAGES, ConfigError, split_paths
 from citrus_jax.model import config as model_config
 from citrus_jax.train import plan
 
@@ -127,8 +127,8 @@ def topology(v: Any) -> str | None:
 
 
 def _lazy(module: str, attr: str, extra: Sequence[str] = ()) -> Callable[[], Sequence[str]]:
-  # Looked up when a rule runs: eval.harness imports runtime, which imports this checker, and
-  # the others (chat, data readers, RL losses) need not load for a config to be checked.
+  # Looked up when a rule runs: the stacks that own these names (chat, data readers, RL losses,
+  # eval) need not load for a config to be checked.
   def get() -> Sequence[str]:
     return (*extra, *getattr(importlib.import_module(module), attr))
   return get
@@ -231,8 +231,8 @@ RULES: list[Rule] = [
     Rule("grpo.toy_questions", at_least(0), ("grpo",)),
     Rule("grpo.log_samples_every", at_least(0), ("grpo",)),
     # Evaluation (eval/harness.py check_eval_config checks the same values again, later).
-    Rule("eval.mode", one_of(_lazy("citrus_jax.eval.harness", "MODES")), ("eval",)),
-    Rule("eval.prompt", one_of(_lazy("citrus_jax.eval.harness", "PROMPTS")), ("eval",)),
+    Rule("eval.mode", one_of(EVAL_MODES), ("eval",)),
+    Rule("eval.prompt", one_of(_lazy("citrus_jax.eval.prompts", "EVAL_PROMPTS")), ("eval",)),
     Rule("eval.chat_format", one_of(_lazy("citrus_jax.chat", "FORMATS", ("",))), ("eval",)),
     Rule("eval.loglik_form", one_of(_lazy("citrus_jax.eval.loglik", "FORMS")), ("eval",)),
     Rule("eval.shuffle_options", one_of(("default", "on", "off")), ("eval",)),

@@ -9,6 +9,7 @@ from typing import Any
 
 STAGES = ("cpt", "sft", "rl", "grpo", "eval", "pipeline", "info")
 MODES = ("train", "plan", "inspect")
+EVAL_MODES = ("generate", "loglik", "both", "prompts")  # config.eval.mode (eval/harness.py)
 
 
 class ConfigError(ValueError):

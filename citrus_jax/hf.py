@@ -23,12 +23,14 @@ import uuid
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from citrus_jax import sharding as sharding_lib
 from citrus_jax.hf_config import config_from_hf, config_to_hf  # noqa: F401 (public API)
+from citrus_jax.model import transformer
 from citrus_jax.model.config import ModelConfig
 
 Params = dict[str, Any]
@@ -83,7 +85,6 @@ def _entries(cfg: ModelConfig) -> list[_Entry]:
 
 
 def _our_shape(entry: _Entry, cfg: ModelConfig) -> tuple[int, ...]:
-  from citrus_jax.model import transformer
   return tuple(_leaf(transformer.param_shapes(cfg), entry)[0])
 
 
@@ -253,7 +254,6 @@ def _hf_tensor(params: Params, entry: _Entry, layer: int | None) -> np.ndarray:
     return np.ascontiguousarray(x.T) if entry.transposed else x
   x = _device_hf_tensor(x, None if layer is None else np.int32(layer), entry.transposed)
   if not x.is_fully_addressable:
-    from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 

@@ -17,8 +17,10 @@ import os
 import sys
 from typing import Sequence
 
-from citrus_jax import hf
+from citrus_jax import hf, run_dirs
 from citrus_jax import sharding as sharding_lib
+from citrus_jax.tokenizer import load_tokenizer
+from citrus_jax.train import checkpoint
 
 # Kept from an imported model's generation_config.json when it is exported again.
 _GEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "do_sample", "temperature", "top_p",
@@ -28,7 +30,6 @@ _GEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "do_sample", "tempe
 def import_hf(hf_dir: str, out: str, dtype: str | None = None,
               mesh_shape: Sequence[int] = (1, -1, 1)) -> str:
   """HF directory -> params directory; the source generation config is kept for export."""
-  from citrus_jax.train import checkpoint
   mesh = sharding_lib.make_mesh(mesh_shape)
   cfg, params = hf.load(hf_dir, mesh=mesh, dtype=dtype)
   extra = {"hf_source": os.path.abspath(hf_dir)}
@@ -44,7 +45,6 @@ def export_hf(checkpoint_dir: str, out: str, tokenizer: str | None = None,
               mesh_shape: Sequence[int] = (1, -1, 1)) -> str:
   """Run dir, stage dir, params dir or HF dir (citrus_jax/run_dirs.py) -> transformers-loadable
   directory. One line says which layout was found; the tokenizer defaults to the checkpoint's."""
-  from citrus_jax import run_dirs
   r = run_dirs.resolve(checkpoint_dir)
   print(r.describe(), flush=True)
   if os.path.abspath(r.load_dir) == os.path.abspath(out):
@@ -66,7 +66,6 @@ def export_hf(checkpoint_dir: str, out: str, tokenizer: str | None = None,
   tokenizer = tokenizer or r.tokenizer
   tok = None
   if tokenizer is not None:  # a tokenizer directory, tokenizer.json or sentencepiece .model
-    from citrus_jax.tokenizer import load_tokenizer
     tok = load_tokenizer(tokenizer)
   return hf.save(out, params, cfg, tokenizer=tok, provenance=provenance,
                  max_shard_bytes=max_shard_bytes, generation_config=gen or None,
@@ -101,7 +100,6 @@ def run(argv: Sequence[str] | None = None) -> str:
   if args.command == "import":
     out = import_hf(args.hf_dir, args.out, args.dtype, args.mesh)
   else:
-    from citrus_jax import run_dirs
     try:
       out = export_hf(args.checkpoint, args.out, args.tokenizer, args.dtype, args.max_shard_bytes,
                       args.overwrite, args.mesh)

@@ -6,8 +6,11 @@ import os
 import sys
 from typing import NoReturn
 
-from absl import app
+from absl import app, flags, logging
 from ml_collections import config_flags
+
+from citrus_jax import shipped_configs
+from citrus_jax.config_types import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A configs/*.py file, optionally ':preset'.", lock_config=True)
@@ -23,6 +26,8 @@ def run(config) -> str:
 
 def run_job(config) -> tuple[str, bool]:
   """(work directory, whether a training stage stopped early on SIGTERM and can be resumed)."""
+  # Imported here, per stage: JAX and each stage's stack load only for the job that runs, so
+  # `import citrus_jax.main` (tests, notebooks) stays light and no stage pulls in every other.
   import jax
   import numpy as np
 
@@ -98,11 +103,9 @@ def run_job(config) -> tuple[str, bool]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from absl import flags, logging
-  from citrus_jax.runtime import ConfigError
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save and restore at INFO
     logging.set_verbosity(logging.WARNING)
-  from citrus_jax.train.plan import PlanError
+  from citrus_jax.train.plan import PlanError  # JAX: kept out of `import citrus_jax.main`
   try:
     workdir, preempted = run_job(_CONFIG.value)
   except ConfigError as e:
@@ -130,7 +133,6 @@ def _fail_config(problems: list) -> NoReturn:
 def _resolve_config_flag(arg: str) -> str:
   """`--config=configs/x.py[:preset]` from any directory: the installed configs when the working
   directory has none (citrus_jax/shipped_configs.py)."""
-  from citrus_jax import shipped_configs
   if not arg.startswith("--config="):
     return arg
   path, sep, preset = arg[len("--config="):].partition(":")
@@ -140,8 +142,8 @@ def _resolve_config_flag(arg: str) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with each mistake in a --config flag turned into a config error
   (ml_collections raises a bare KeyError/AttributeError for a field the config lacks)."""
-  from absl import flags
-  from citrus_jax import config_overrides, shipped_configs
+  # config_overrides imports config_check (JAX, train.plan): kept out of `import citrus_jax.main`.
+  from citrus_jax import config_overrides
   shipped_configs.ensure_importable()
   argv = [_resolve_config_flag(a) for a in argv]
   try:

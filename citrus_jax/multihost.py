@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import grain
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 MakeShard = Callable[[int, int], grain.IterDataset]
@@ -108,7 +109,6 @@ def to_host(tree: Any) -> Any:
   """numpy values of a pytree of (possibly multi-process) arrays, whole on every process."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
   def fetch(x: Any) -> Any:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
@@ -124,5 +124,4 @@ def process_sum(values: Sequence[float]) -> np.ndarray:
   x = np.asarray(values, np.float64)
   if jax.process_count() == 1:
     return x
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return multihost_utils.process_allgather(x.astype(np.float32)).astype(np.float64).sum(axis=0)

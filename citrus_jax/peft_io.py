@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -32,6 +33,7 @@ from safetensors.numpy import save_file
 from citrus_jax import hf
 from citrus_jax.model import lora
 from citrus_jax.model.config import ModelConfig
+from citrus_jax.train import checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -56,7 +58,6 @@ def adapter_config(lcfg: lora.LoraConfig, base_model_name_or_path: str = "") -> 
 
 def _host(x: Any) -> np.ndarray:
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 
@@ -219,7 +220,6 @@ def export_all(out_dir: str, adapters: lora.Params, base: lora.Params, cfg: Mode
 def export_stage(stage_dir: str, out_dir: str, tokenizer: Any = None, mesh: Any = None
                  ) -> dict[str, str]:
   """The `export/` of a finished LoRA stage directory (see the module docstring)."""
-  from citrus_jax.train import checkpoint
   cfg, lcfg, base_ref = checkpoint.read_lora_meta(stage_dir)
   base = checkpoint.load_lora_base(base_ref, cfg, lcfg, mesh)
   adapters = checkpoint.load_adapters(stage_dir, cfg, lcfg, mesh)

@@ -24,6 +24,12 @@ import os
 import re
 from typing import Any
 
+import ml_collections
+
+from citrus_jax import hf, model_source, sharding
+from citrus_jax.tokenizer import load_tokenizer
+from citrus_jax.train import checkpoint as ckpt
+
 # Recipe order of stage directory names (lowercase, non-alphanumerics removed).
 STAGE_ORDER = ("init", "base", "import", "cpt", "sft1", "sft2", "sft3", "sft", "rl", "cpo",
                "simpo", "cposimpo", "dpo", "grpo")
@@ -249,8 +255,6 @@ def resolve(path: str) -> Resolved:
 
 def _stage_model_config(stage_dir: str) -> Any:
   """The ModelConfig of an unfinished stage, rebuilt from its resolved config.json."""
-  import ml_collections
-  from citrus_jax import runtime
   c = _stage_config(stage_dir)
   if c is None:
     raise CheckpointPathError(f"{stage_dir}: an unfinished stage (no model_config.json) without "
@@ -261,17 +265,14 @@ def _stage_model_config(stage_dir: str) -> Any:
       not config.model.get("vocab_size"):
     tok = _tokenizer_of(stage_dir)
     if tok:
-      from citrus_jax.tokenizer import load_tokenizer
       vocab = load_tokenizer(tok).vocab_size
   if config.init.get("checkpoint"):  # chained stages: the params dir it started from
     config.init.checkpoint = resolve(config.init.checkpoint).load_dir
-  return runtime.model_config_from(config, vocab_size=vocab)
+  return model_source.model_config_from(config, vocab_size=vocab)
 
 
 def load(r: Resolved, *, mesh: Any = None, dtype: str | None = None) -> tuple[Any, Any]:
   """(ModelConfig, params) of a resolved path; with a mesh the params land on its shardings."""
-  from citrus_jax import hf, sharding
-  from citrus_jax.train import checkpoint as ckpt
   if r.fmt == "hf":
     return hf.load(r.load_dir, mesh=mesh, dtype=dtype)
   cfg = ckpt.read_model_config(r.load_dir) if r.fmt == "params" else \

@@ -11,7 +11,10 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from citrus_jax.model import transformer
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -50,7 +53,6 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), devices: Sequence[Any] | None =
   devices = list(jax.devices() if devices is None else devices)
   shape = infer_mesh_shape(shape, len(devices))
   try:
-    from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(shape, devices=devices)
   except Exception:  # simulated or irregular topologies: plain reshape is fine
     grid = np.asarray(devices).reshape(shape)
@@ -93,7 +95,6 @@ def tree_shardings(logical_tree: Any, shape_tree: Any, mesh: Mesh) -> Any:
 
 def param_shardings(cfg: Any, mesh: Mesh) -> Any:
   """NamedShardings for the params of a `ModelConfig`."""
-  from citrus_jax.model import transformer
   shapes = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
   return tree_shardings(transformer.logical_axes(cfg), shapes, mesh)
 

@@ -144,7 +144,7 @@ def test_the_pipeline_report_has_a_data_statistics_section(tmp_path):
   stage, written next to report.md."""
   from citrus_jax import tokenizer as tokenizer_lib
   from citrus_jax.demo import report
-  from citrus_jax.pipeline import tiny_data
+  from citrus_jax import tiny_data
   paths = tiny_data.write_files(str(tmp_path))
   sp = tokenizer_lib.train_sentencepiece([paths["cpt"]], str(tmp_path / "sp"), 600)
   paths["sft3_chat"] = paths["sft1"]

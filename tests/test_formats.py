@@ -10,7 +10,7 @@ import pytest
 
 from citrus_jax.data import sft
 from citrus_jax.data.sources import DataError
-from citrus_jax.eval import benchmarks, prompts, readers
+from citrus_jax.eval import benchmarks, prompts
 from citrus_jax.rollout import questions
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "formats")
@@ -98,7 +98,6 @@ def test_bad_sft_record_names_the_field(line, reason, words):
 def test_mcq_banks_become_rejection_questions(file, n, first_gold):
   items = benchmarks.load_bank(_fix(file))
   assert len(items) == n and items[0].gold == first_gold
-  assert readers.load_bank(_fix(file)) == items  # the former name, kept for rollout/questions
   qs = [questions.question_from_record(it) for it in items]
   assert qs[0].gold == first_gold and qs[0].gold_text == items[0].options[first_gold]
   assert "A." not in qs[0].text  # the open question never shows the options

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 import grain
+import jax
 import numpy as np
 
 from citrus_jax import multihost
@@ -78,8 +79,6 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 def _process_index_count(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:

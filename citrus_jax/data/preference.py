@@ -47,7 +47,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from citrus_jax import multihost
+from citrus_jax import chat, multihost
 from citrus_jax.data import pipeline, records
 
 Messages = list[dict[str, str]]
@@ -157,7 +157,6 @@ def truncate_pair(prompt: Sequence[int], chosen: Sequence[int], rejected: Sequen
 
 
 def _default_render() -> Callable[..., Any]:
-  from citrus_jax import chat  # imported late: the tokenizer stack is only needed here
   return chat.render
 
 

@@ -39,6 +39,7 @@ import threading
 from typing import Any, Iterator, Sequence
 
 import grain
+import jax
 import numpy as np
 
 from citrus_jax import chat, multihost
@@ -113,7 +114,7 @@ def _json_array(path: str) -> _ListReader:
 
 
 def _hf_dataset(path: str, split: str) -> _ListReader:
-  import datasets  # pylint: disable=g-import-not-at-top
+  import datasets  # optional: only a `datasets` save_to_disk directory needs it (heavy)
 
   ds = datasets.load_from_disk(path)
   if isinstance(ds, datasets.DatasetDict):
@@ -345,7 +346,6 @@ def _batches(source: Any, transform: Any, seq_len: int, global_batch_size: int, 
         num_epochs=num_epochs, worker_count=worker_count, split_long=False,
         final_batch=final_batch, process_index=process_index, process_count=process_count)
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     process_index, process_count = jax.process_index(), jax.process_count()
   batch_size = pipeline.local_batch_size(global_batch_size, process_count)
   ds = multihost.shard_records(source, process_index, process_count, seed=seed, shuffle=shuffle,

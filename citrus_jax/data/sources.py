@@ -307,7 +307,7 @@ class TfdsTextSource(_Records):
   """A dataset built by `tfds_text.build_tfds_text`, read via `as_data_source` (no TensorFlow)."""
 
   def __init__(self, builder_or_dir: Any, split: str = "train"):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # optional: only a TFDS-built source needs it (heavy)
 
     if isinstance(builder_or_dir, (str, os.PathLike)):
       builder_or_dir = tfds.builder_from_directory(os.fspath(builder_or_dir))
@@ -330,7 +330,7 @@ class HfTextSource(_Records):
                on_error: str = "raise", skips: SkipCounter | None = None):
     _check_on_error(on_error)
     try:
-      import datasets  # pylint: disable=g-import-not-at-top
+      import datasets  # optional: only a Hugging Face dataset source needs it (heavy)
     except ImportError as e:
       raise ImportError("HfTextSource needs the `datasets` package: pip install datasets") from e
     self.name = "<datasets.Dataset>"

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from citrus_jax import chat
+from citrus_jax import chat, tokenizer
 from citrus_jax.data import preference, records, sft, sources
 
 KINDS = ("text", "chat", "pair")
@@ -125,7 +125,7 @@ def length_stats(lengths: Sequence[int], seq_len: int) -> dict[str, Any]:
 
 def plot_histogram(path: str, lengths: Sequence[int], seq_len: int, title: str) -> str:
   """Histogram PNG of tokens per record with seq_len marked."""
-  import matplotlib
+  import matplotlib  # optional: only the histogram PNGs need it; Agg set before pyplot
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -211,7 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--on_error", default="raise", choices=("raise", "skip"))
   p.add_argument("stages", nargs="+", metavar="STAGE=PATH[,PATH]")
   a = p.parse_args(argv)
-  from citrus_jax import tokenizer
   try:
     stages = dict(parse_stage(s) for s in a.stages)
     tok = tokenizer.load_tokenizer(a.tokenizer)

@@ -34,13 +34,15 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from typing import Any, Mapping, Sequence
 
-from absl import logging
+from absl import flags, logging
 
 from citrus_jax.data import records
 from citrus_jax.eval import bench_quality as q
+from citrus_jax.synth import pathway
 from citrus_jax.synth.llm import LLM, ChatRequest, LLMError
 
 LETTERS = "ABCDEFGHIJ"
@@ -383,7 +385,6 @@ def options_from_config(config: Any) -> BuildOptions:
 
 def run(config: Any, llm: LLM | None = None) -> dict[str, Any]:
   """Reads the sources, runs (or resumes) the build in config.out_dir, prints the statistics."""
-  from citrus_jax.synth import pathway
   sources, skipped = read_sources(config.input.paths, config.input.on_error)
   if config.input.limit:
     sources = sources[:config.input.limit]
@@ -401,10 +402,8 @@ def run(config: Any, llm: LLM | None = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> None:
-  import sys
   if len(argv) > 1:
     raise SystemExit(f"unexpected arguments: {argv[1:]}")
-  from absl import flags
   try:
     stats = run(flags.FLAGS.config)
   except (ValueError, FileNotFoundError) as e:

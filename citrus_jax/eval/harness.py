@@ -38,7 +38,8 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 
-from citrus_jax import run_dirs, runtime, sharding
+from citrus_jax import run_dirs, runtime, sharding, tiny_data
+from citrus_jax.config_types import EVAL_MODES
 from citrus_jax.eval import extract, loglik, scaling  # noqa: F401  (harness.extract is used)
 # The harness's parts; their names stay importable from here.
 from citrus_jax.eval.files import (_write_jsonl, load_all, output_dir,  # noqa: F401
@@ -51,7 +52,7 @@ from citrus_jax.eval.summaries import (CI_BOOT, CI_LEVEL, CI_SEED, format_table,
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.train.cpt import load_tokenizer
 
-MODES = ("generate", "loglik", "both", "prompts")
+MODES = EVAL_MODES
 
 
 def check_eval_config(ev: ml_collections.ConfigDict) -> None:
@@ -130,8 +131,6 @@ def _tiny_inputs(config: ml_collections.ConfigDict, workdir: str) -> None:
            config.init.get("hf_dir"))
   if not ev.get("generate_tiny_inputs", False) or any(given):
     return
-  # pipeline imports this module (its eval step), hence the import here.
-  from citrus_jax.pipeline import tiny_data  # pylint: disable=g-import-not-at-top
   out = os.path.join(workdir, "tiny_inputs")
   done = os.path.join(out, "hf_model", "config.json")
   paths = tiny_data.write_files(out, seed=config.seed)

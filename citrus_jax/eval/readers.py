@@ -353,11 +353,3 @@ def read_unified(path: str, issues: Issues, *, source: str | None = None,
               source=source or canonical_name(exam) or "unified", language=lang,
               context=context, meta={"exam_name": exam, **_raw(q, options)},
               fields={"gold": "A", "question": "Q", "options": "OP", "id": "id"})
-
-
-def load_bank(path: str, *, on_error: str = "raise", shuffle_options: bool | None = None,
-              seed: int = 0) -> list[Any]:
-  """benchmarks.load_bank, under its former name (rollout/questions.py still calls it here)."""
-  # Imported here: benchmarks imports this module. Drop once callers use benchmarks.load_bank.
-  from citrus_jax.eval import benchmarks  # pylint: disable=g-import-not-at-top
-  return benchmarks.load_bank(path, on_error=on_error, shuffle_options=shuffle_options, seed=seed)

@@ -102,7 +102,7 @@ def budget_forced_outputs(generate: Callable[[list[list[int]], int], list[dict]]
 def plot_budgets(path: str, budgets: Sequence[int], accs: dict[str, Sequence[float | None]]
                  ) -> str:
   """accuracy-vs-think-budget PNG, one line per benchmark (and the macro average)."""
-  import matplotlib
+  import matplotlib  # optional: only the PNG needs it; Agg set before pyplot
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5, 3.5))

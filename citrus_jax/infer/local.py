@@ -30,10 +30,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from absl import logging
 
-from citrus_jax import chat
+from citrus_jax import chat, run_dirs
 from citrus_jax.infer import sampler
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.synth.llm import LLM, ChatRequest, ChatResponse, PromptTooLongError, RequestError
+from citrus_jax.tokenizer import load_tokenizer
 
 
 @dataclasses.dataclass
@@ -320,9 +321,6 @@ def load_model(checkpoint: str, tokenizer_path: str = "", *, mesh: Any = None,
   (citrus_jax/run_dirs.py; one line says which it found). The tokenizer comes from
   `tokenizer_path`, else from the checkpoint (its dir's tokenizer.json / tokenizer.model, or the
   tokenizer its stage was trained with)."""
-  from citrus_jax import run_dirs
-  from citrus_jax.tokenizer import load_tokenizer
-
   r = run_dirs.resolve(checkpoint)
   print(r.describe(), flush=True)
   cfg, params = run_dirs.load(r, mesh=mesh, dtype=dtype)

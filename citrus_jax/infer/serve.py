@@ -34,9 +34,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from citrus_jax import run_dirs, sharding
 from citrus_jax.infer import protocol as P
 from citrus_jax.infer.http_guard import H11, Guard, ServeConfig, json_bytes
-from citrus_jax.infer.local import SamplerBackend
+from citrus_jax.infer.local import SamplerBackend, load_model
 from citrus_jax.infer.streaming import TextStream
 from citrus_jax.synth.llm import PromptTooLongError, RequestError
 
@@ -409,9 +410,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = _parse_args(argv)
-  from citrus_jax import sharding
-  from citrus_jax import run_dirs
-  from citrus_jax.infer.local import load_model
   mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(","))) if args.mesh else None
   try:
     cfg, params, tok = load_model(args.checkpoint, args.tokenizer, mesh=mesh, dtype=args.dtype)

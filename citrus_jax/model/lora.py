@@ -24,9 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from citrus_jax import sharding
 from citrus_jax.model import quant, transformer
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.model.transformer import lora_delta  # noqa: F401 (the adapter matmul; public here)
+from citrus_jax.train import optim, step as step_lib
 
 Params = dict[str, Any]
 
@@ -238,7 +240,6 @@ def train_step(loss_fn: Any, optimizer: Any, lcfg: LoraConfig, totals_fn: Any = 
   jit argument (arrays closed over by jit would be embedded as constants). Gradients and AdamW
   moments exist for the adapters only. Dropout keys come from (state.rng, state.step), so a
   resumed run draws the same masks."""
-  from citrus_jax.train import optim, step as step_lib
   totals_fn = totals_fn or step_lib.token_totals
 
   def step(state: Any, batch: Any, base: Params) -> Any:
@@ -286,7 +287,6 @@ def logical_axes_like(params: Params, cfg: ModelConfig) -> Any:
 
 def shardings_like(params: Any, cfg: ModelConfig, mesh: Any) -> Any:
   """NamedShardings for `params` (arrays or ShapeDtypeStructs) by the logical-axis rules."""
-  from citrus_jax import sharding
   return sharding.tree_shardings(logical_axes_like(params, cfg), params, mesh)
 
 

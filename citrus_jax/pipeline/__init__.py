@@ -15,15 +15,18 @@ steps, as the stages do; process 0 writes the records.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
 import ml_collections
 
-from citrus_jax import runtime
-from citrus_jax.pipeline import runner, sources, steps
+from citrus_jax import runtime, sharding, shipped_configs
+from citrus_jax.demo import report
+from citrus_jax.pipeline import clinic, planning, runner, sources, steps
 from citrus_jax.pipeline.runner import StopPipeline
 from citrus_jax.pipeline.steps import Preempted, by_group  # noqa: F401  (tools/demo_dev.py)
+from citrus_jax.train import checkpoint
 
 STEPS = ("data", "tokenizer", "init", "cpt", "sft1", "sft2", "sft3", "rejection", "rl", "grpo",
          "eval", "export", "report")
@@ -37,7 +40,6 @@ STAGE_FILES = {"cpt": "cpt", "sft1": "sft", "sft2": "sft", "sft3": "sft", "rl": 
 
 
 def _stage_module(step: str) -> Any:
-  import importlib
   return importlib.import_module(f"configs.{STAGE_FILES[step]}")
 
 
@@ -66,14 +68,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def run_job(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, bool]:
   """(run directory, whether a training stage stopped on SIGTERM and the run can resume)."""
-  from citrus_jax import shipped_configs
   shipped_configs.ensure_importable()  # the stage configs, also from an installed package
   if not str(config.workdir).strip() or not str(workdir).strip():  # not the cwd itself
     raise runtime.ConfigError("config.workdir: empty; give the run directory")
   if "://" not in workdir:
     workdir = os.path.abspath(workdir)
   if config.pipeline.get("source") == "clinic_world":
-    from citrus_jax.pipeline import clinic
     clinic.apply_knobs(config)  # the demo's knobs, after any command-line overrides
   preflight(config)
   runtime.save_resolved_config(config, workdir)
@@ -163,7 +163,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   results["export"] = step("export", lambda d: steps.step_export(
       config, d, tok_path, final["workdir"], final_name))
   if not S.report.skip:
-    from citrus_jax.demo import report
     report.write(workdir, results, config)
   return results
 
@@ -180,7 +179,6 @@ def runner_names(value: Any, final: str) -> list[str]:
 
 def plan(config: ml_collections.ConfigDict, workdir: str, devices: list[Any] | None) -> str:
   """Plan mode for the recipe (citrus_jax/pipeline/planning.py)."""
-  from citrus_jax.pipeline import planning
   return planning.run(config, workdir, devices)
 
 
@@ -191,18 +189,14 @@ _run_step = runner.run_step
 
 
 def step_data(config: ml_collections.ConfigDict, step_dir: str) -> dict[str, Any]:
-  from citrus_jax.pipeline import clinic
   return clinic.step_data(config, step_dir)
 
 
 def step_tokenizer(config: ml_collections.ConfigDict, step_dir: str, paths: dict) -> dict:
-  from citrus_jax.pipeline import clinic
   return clinic.step_tokenizer(config, step_dir, paths)
 
 
 def _load(params_dir: str, mesh: Any = None) -> tuple[Any, Any]:
-  from citrus_jax import sharding
-  from citrus_jax.train import checkpoint
   cfg = checkpoint.read_model_config(params_dir)
   shardings = sharding.param_shardings(cfg, mesh) if mesh is not None else None
   return cfg, checkpoint.load_params(params_dir, cfg, shardings)
@@ -211,7 +205,6 @@ def _load(params_dir: str, mesh: Any = None) -> tuple[Any, Any]:
 def _stage_config(module: Any, preset: str, config: ml_collections.ConfigDict, workdir: str,
                   tokenizer_path: str, **data: Any) -> ml_collections.ConfigDict:
   """A demo stage's config as its pipeline step builds it (`preset` is the step's own)."""
-  from citrus_jax.pipeline import clinic
   del preset
   clinic.apply_knobs(config)
   name = {"cpt": "cpt", "sft": "sft3", "rl": "rl", "grpo": "grpo"}[module.__name__.split(".")[-1]]
@@ -221,7 +214,6 @@ def _stage_config(module: Any, preset: str, config: ml_collections.ConfigDict, w
 
 def step_grpo(config: ml_collections.ConfigDict, step_dir: str, questions: str,
               tok_path: str, init_dir: str) -> dict[str, Any]:
-  from citrus_jax.pipeline import clinic
   clinic.apply_knobs(config)
   return steps.step_grpo(config, step_dir, tok_path, {"checkpoint": init_dir}, questions,
                          os.path.basename(os.path.normpath(init_dir)))

@@ -13,21 +13,23 @@ HF checkpoint on this host, the model preset (config.model.preset) gives the sha
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Any
 
 import ml_collections
+from etils import epath
 
-from citrus_jax import runtime
+from citrus_jax import runtime, shipped_configs
 from citrus_jax.pipeline import runner
+from citrus_jax.train import plan
 
 PLANNED = ("cpt", "sft1", "sft2", "sft3", "rl", "grpo")
 
 
 def step_plan_config(config: ml_collections.ConfigDict, step: str) -> ml_collections.ConfigDict:
   """The step's stage config in plan mode, shaped like the step's real train step."""
-  import importlib
   file = {"rl": "rl", "grpo": "grpo", "cpt": "cpt"}.get(step, "sft")
   init = {}
   hf_dir = config.init.get("hf_dir", "")
@@ -54,9 +56,6 @@ def _shape_key(c: ml_collections.ConfigDict, cfg: Any) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str, devices: list[Any] | None) -> str:
   """Compiles every training step that will run; prints one block per step, writes plan.json."""
-  from etils import epath
-  from citrus_jax import shipped_configs
-  from citrus_jax.train import plan
   shipped_configs.ensure_importable()
   results: dict[str, Any] = {}
   done: dict[str, str] = {}

@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+import numpy as np
 from etils import epath
 
-from citrus_jax import runtime
+from citrus_jax import config_overrides, runtime
 from citrus_jax.runtime import ConfigError
 
 # Fields of a step section that the runner reads itself (the rest are the step's own settings).
@@ -50,7 +51,6 @@ def write_json(path: Any, obj: Any) -> None:
 
 
 def jsonable(x: Any) -> Any:
-  import numpy as np
   if isinstance(x, (dict, ml_collections.ConfigDict)):
     return {str(k): jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
@@ -154,7 +154,6 @@ def assign(config: ml_collections.ConfigDict, path: str, value: Any, field: str,
            what: str) -> None:
   """config.<path> = value; a path the stage config lacks is a ConfigError naming `field` and
   the nearest real field."""
-  from citrus_jax import config_overrides
   node = config
   parts = path.split(".")
   for p in parts[:-1]:

@@ -14,7 +14,8 @@ from typing import Any
 
 import ml_collections
 
-from citrus_jax import runtime
+from citrus_jax import runtime, tiny_data, tokenizer
+from citrus_jax.pipeline import clinic, runner
 from citrus_jax.runtime import ConfigError
 
 SOURCES = ("files", "tiny", "clinic_world")
@@ -34,16 +35,13 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 def prepare(config: ml_collections.ConfigDict, step_dir: str) -> dict[str, Any]:
   """The data step: generates the source's files (tiny, clinic_world) or records the user's."""
-  from citrus_jax.pipeline import runner
   source = config.pipeline.source
   runner.save_config({"pipeline": config.pipeline.to_dict(), "seed": config.seed,
                       "given": {role: _get(config, f) for role, f in ROLE_FIELDS.items()}},
                      step_dir)
   if source == "clinic_world":
-    from citrus_jax.pipeline import clinic
     return clinic.step_data(config, step_dir)
   if source == "tiny":
-    from citrus_jax.pipeline import tiny_data
     paths = tiny_data.write_files(step_dir, seed=config.seed)
     paths.update(tiny_data.write_model(step_dir, [paths[k] for k in ("cpt", "sft1", "sft2",
                                                                      "sft3")], seed=config.seed))
@@ -57,7 +55,6 @@ def inputs(config: ml_collections.ConfigDict, data: dict[str, Any]) -> dict[str,
   """Paths per role: the config's, else the source's. Missing inputs of steps that will run
   and local paths that do not exist are one ConfigError listing each field."""
   if config.pipeline.source == "clinic_world":
-    from citrus_jax.pipeline import clinic
     given = clinic.inputs(config, data)
   elif config.pipeline.source == "tiny":
     p = data["paths"]
@@ -108,14 +105,11 @@ def tokenizer_step(config: ml_collections.ConfigDict, step_dir: str, data: dict[
                    found: dict[str, Any]) -> dict[str, Any]:
   """The tokenizer every step uses: trained on the world (clinic_world), else config.tokenizer.path
   or the starting HF checkpoint's."""
-  from citrus_jax import tokenizer
   if config.pipeline.source == "clinic_world":
-    from citrus_jax.pipeline import clinic
     return clinic.step_tokenizer(config, step_dir, data["paths"])
   path = found.get("tokenizer") or found.get("hf_dir")
   if not path:
     raise ConfigError("config.tokenizer.path: empty, and so is config.init.hf_dir (whose "
                       "tokenizer the steps would use)")
-  from citrus_jax.pipeline import runner
   runner.save_config({"tokenizer": path}, step_dir)
   return {"model": path, "vocab_size": tokenizer.load_tokenizer(path).vocab_size}

@@ -12,8 +12,14 @@ import jax
 import ml_collections
 from etils import epath
 
-from citrus_jax.pipeline import runner
+from citrus_jax import hf, hf_cli, runtime, sharding, tokenizer
+from citrus_jax.data import records as data_records
+from citrus_jax.eval import benchmarks, harness, prompts
+from citrus_jax.model import transformer
+from citrus_jax.pipeline import clinic, runner
+from citrus_jax.rollout import quality, rejection
 from citrus_jax.runtime import ConfigError
+from citrus_jax.train import checkpoint, cpt, grpo, rl, sft
 
 
 class Preempted(Exception):
@@ -41,8 +47,6 @@ def step_init(config: ml_collections.ConfigDict, step_dir: str, hf_dir: str,
               tok_path: str) -> dict[str, Any]:
   """Checks the starting point before any training: the HF checkpoint's config and tokenizer
   (or, without one, the random-init preset) and that the model's vocab covers the tokenizer's."""
-  from citrus_jax import runtime, tokenizer
-  from citrus_jax.model import transformer
   probe = config.copy_and_resolve_references()
   probe.init.hf_dir, probe.init.checkpoint = hf_dir, config.init.get("checkpoint", "")
   tok = tokenizer.load_tokenizer(tok_path)
@@ -62,8 +66,7 @@ def step_init(config: ml_collections.ConfigDict, step_dir: str, hf_dir: str,
 
 
 def step_cpt(config, step_dir: str, tok: str, init: dict[str, str], paths: str) -> dict:
-  from citrus_jax.train import cpt
-  from configs import cpt as cpt_config
+  from configs import cpt as cpt_config  # lazy: run_job makes `configs` importable first
   c = runner.stage_config(cpt_config, "cpt.py", config, "cpt", step_dir, tok, init,
                           data={"train_paths": paths})
   runner.save_config(c, step_dir)
@@ -73,8 +76,7 @@ def step_cpt(config, step_dir: str, tok: str, init: dict[str, str], paths: str) 
 def step_sft(config, name: str, step_dir: str, tok: str, init: dict[str, str], paths: str,
              eval_paths: str = "") -> dict:
   """One SFT stage in <workdir>/sft/<name> (sft.run writes its resolved config there)."""
-  from citrus_jax.train import sft
-  from configs import sft as sft_config
+  from configs import sft as sft_config  # lazy: run_job makes `configs` importable first
   parent = os.path.dirname(step_dir)
   c = runner.stage_config(sft_config, "sft.py", config, name, parent, tok, init,
                           sft={"stages": (sft_config.stage(name, train_paths=paths,
@@ -90,11 +92,6 @@ def step_rejection(config, step_dir: str, tok_path: str, start: dict[str, str], 
                    ) -> dict[str, Any]:
   """Samples the SFT model on the MCQ bank, verifies, pairs (rollout/rejection.py); tops up
   with reference-chain pairs (`min_pairs`) where the bank carries one (a `target` field)."""
-  from citrus_jax import sharding, tokenizer
-  from citrus_jax.eval import prompts
-  from citrus_jax.pipeline import clinic
-  from citrus_jax.rollout import quality, rejection
-  from citrus_jax.train import checkpoint
   r = config.steps.rejection
   model = start.get("checkpoint") or start.get("hf_dir")
   runner.save_config({"rejection": r.to_dict(), "model": model, "questions": questions,
@@ -105,7 +102,6 @@ def step_rejection(config, step_dir: str, tok_path: str, start: dict[str, str], 
     cfg = checkpoint.read_model_config(model)
     params = checkpoint.load_params(model, cfg, sharding.param_shardings(cfg, mesh))
   else:  # no stage ran before: the HF checkpoint itself
-    from citrus_jax import hf
     cfg, params = hf.load(model, mesh=mesh)
   qs = rejection.load_questions(questions, r.limit)  # file:line errors for bad records
   records = _raw_records(questions, r.limit)  # for the reference-chain top-up
@@ -139,15 +135,14 @@ def step_rejection(config, step_dir: str, tok_path: str, start: dict[str, str], 
 
 def _raw_records(path: str, limit: int = 0) -> list[dict[str, Any]]:
   """The question records as read (ids defaulted as rejection.load_questions does)."""
-  from citrus_jax.data import records
-  found = [rec for f in records.split_paths(path) for _, rec in records.read_records(f)]
+  found = [rec for f in data_records.split_paths(path)
+           for _, rec in data_records.read_records(f)]
   found = found[:limit] if limit > 0 else found
   return [{**rec, "id": str(rec.get("id", f"q{i}"))} for i, rec in enumerate(found)]
 
 
 def step_rl(config, step_dir: str, tok: str, init: dict[str, str], pairs: str) -> dict:
-  from citrus_jax.train import rl
-  from configs import rl as rl_config
+  from configs import rl as rl_config  # lazy: run_job makes `configs` importable first
   c = runner.stage_config(rl_config, "rl.py", config, "rl", step_dir, tok, init,
                           data={"train_paths": pairs})
   runner.save_config(c, step_dir)
@@ -157,8 +152,7 @@ def step_rl(config, step_dir: str, tok: str, init: dict[str, str], pairs: str) -
 def step_grpo(config, step_dir: str, tok: str, init: dict[str, str], questions: str,
               init_name: str) -> dict:
   """Online RL with verified rewards (configs/grpo.py) on the MCQ bank."""
-  from citrus_jax.train import grpo
-  from configs import grpo as grpo_config
+  from configs import grpo as grpo_config  # lazy: run_job makes `configs` importable first
   c = runner.stage_config(grpo_config, "grpo.py", config, "grpo", step_dir, tok, init,
                           data={"train_paths": questions})
   g = c.grpo
@@ -184,8 +178,7 @@ def eval_one(config, name: str, out_dir: str, tok: str, init: dict[str, str], ev
              ) -> dict[str, Any]:
   """One checkpoint on the benchmarks through eval/harness.run (configs/eval.py preset plus
   the eval step's overrides); returns its summary flattened for the report."""
-  from citrus_jax.eval import benchmarks, harness
-  from configs import eval as eval_config
+  from configs import eval as eval_config  # lazy: run_job makes `configs` importable first
   s = config.steps.eval
   c = runner.stage_config(eval_config, "eval.py", config, "eval", out_dir, tok, init,
                           eval={"benchmarks": ev["benchmarks"], "data_paths": ev["data_paths"],
@@ -219,7 +212,6 @@ def eval_one(config, name: str, out_dir: str, tok: str, init: dict[str, str], ev
 
 
 def runner_list(value: Any) -> list[str]:
-  from citrus_jax import runtime
   return runtime.split_paths(value)
 
 
@@ -240,7 +232,6 @@ def step_eval(config, step_dir: str, tok: str, checkpoints: dict[str, dict[str, 
 
 def step_export(config, step_dir: str, tok: str, params_dir: str, stage: str) -> dict[str, Any]:
   """The final params as a transformers-loadable directory (hf_cli.export_hf)."""
-  from citrus_jax import hf_cli
   e = config.steps.export
   out = os.path.join(step_dir, "hf")
   runner.save_config({"export": e.to_dict(), "checkpoint": params_dir, "stage": stage,

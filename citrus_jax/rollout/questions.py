@@ -119,7 +119,7 @@ def load_questions(path: str | Sequence[str], limit: int = 0) -> list[Question]:
   found: list[tuple[str, Any]] = []
   for f in files:
     if _is_other_bank(f):  # an MCQ bank in a benchmark layout: its MCQItems, as they are
-      found += [(f"{f}:[{i}]", item) for i, item in enumerate(readers.load_bank(f))]
+      found += [(f"{f}:[{i}]", item) for i, item in enumerate(benchmarks.load_bank(f))]
     else:
       found += records.read_records(f, error=QuestionError)
   if limit > 0:

@@ -43,7 +43,12 @@ import re
 import sys
 from typing import Any, Callable, Iterable, Sequence
 
+import jax
+from tqdm.auto import tqdm
+
+from citrus_jax import chat, sharding
 from citrus_jax.eval import extract
+from citrus_jax.infer import sampler
 # Questions and prompt styles live in rollout/questions.py; these names are part of this API.
 from citrus_jax.rollout.questions import (PROMPT_STYLES, Messages, Question,  # noqa: F401
                                                  QuestionError, as_questions, input_prompt,
@@ -317,7 +322,6 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def _is_main_process() -> bool:
-  import jax
   return jax.process_index() == 0
 
 
@@ -356,13 +360,10 @@ def make_generate_fn(params: Any, cfg: Any, tok: Any, *, max_new_tokens: int,
                      mesh: Any = None) -> GenerateFn:
   """(prompt ids, seed) -> [(text, finish_reason)] with `infer.sampler.generate`. The stop token
   is not part of the text."""
-  import jax
 
-  from citrus_jax.infer import sampler
   stop = tuple(tok.stop_ids) or (() if cfg.eos_token_id is None else (cfg.eos_token_id,))
   pad = tok.pad_id if tok.pad_id is not None else (tok.eos_id or 0)
   if mesh is not None:
-    from citrus_jax import sharding
     params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
 
   def generate(prompt_ids: list[list[int]], seed: int) -> list[tuple[str, str]]:
@@ -387,7 +388,6 @@ def sample_responses(questions: Sequence[Question], tok: Any, generate_fn: Gener
   n_samples times (rows sample independently); call k uses a seed derived from (seed, k), so a
   run is reproducible for the same questions, order, batch_size and seed. A prompt longer than
   max_prompt_tokens is skipped (a cut question would make a wrong pair)."""
-  from citrus_jax import chat
   if n_samples < 1 or batch_size < 1:
     raise ValueError(f"need n_samples >= 1 and batch_size >= 1, got {n_samples}, {batch_size}")
   ids: list[list[int] | None] = []
@@ -402,7 +402,6 @@ def sample_responses(questions: Sequence[Question], tok: Any, generate_fn: Gener
   todo = [i for i, p in enumerate(ids) if p is not None]
   per_call = max(1, batch_size // n_samples)
   out: list[list[Sample] | None] = [None] * len(questions)
-  from tqdm.auto import tqdm
   with tqdm(total=len(questions), desc="rejection sampling",
             disable=not progress or not _is_main_process(),
             dynamic_ncols=True, file=sys.stderr) as bar:

@@ -14,15 +14,17 @@ import argparse
 import json
 from typing import Any, Sequence
 
+import jax
+
+from citrus_jax import run_dirs, sharding
 from citrus_jax.rollout import quality, rejection
 from citrus_jax.synth import llm
+from citrus_jax.tokenizer import load_tokenizer
 
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
   """A run, stage, params or HF dir (run_dirs says which, in one line); its tokenizer unless
   --tokenizer names one."""
-  from citrus_jax import run_dirs, sharding
-  from citrus_jax.tokenizer import load_tokenizer
   mesh = sharding.make_mesh(tuple(int(x) for x in args.mesh.split(","))) if args.mesh else None
   r = run_dirs.resolve(args.checkpoint or args.hf_dir)
   print(r.describe(), flush=True)
@@ -85,7 +87,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  from citrus_jax import sharding
   sharding.initialize_distributed(args.coordinator_address or None, args.num_processes or None,
                                   None if args.process_id < 0 else args.process_id)
   questions = rejection.load_questions(args.questions, args.limit)
@@ -111,7 +112,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            judge=args.judge_model or None)
   if args.samples_out:
     rejection.write_pairs(args.samples_out, samples)
-  import jax
   if jax.process_index() == 0:
     with open(args.out + ".stats.json", "w", encoding="utf-8") as f:
       json.dump(stats, f, indent=2, ensure_ascii=False)

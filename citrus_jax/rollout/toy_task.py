@@ -10,6 +10,8 @@ import json
 import os
 import random
 
+from citrus_jax import tokenizer
+
 FINDINGS = ("fever", "cough", "rash", "headache", "wheeze", "chest pain", "jaundice", "edema",
             "syncope", "dysuria", "hematuria", "palpitations")
 
@@ -32,7 +34,6 @@ def make_questions(n: int, seed: int = 0, n_options: int = 4) -> list[dict]:
 
 def write_task(out_dir: str, n: int, seed: int = 0, vocab_size: int = 512) -> tuple[str, str]:
   """(questions.jsonl, tokenizer model) under out_dir; reused when already there."""
-  from citrus_jax import tokenizer
   os.makedirs(out_dir, exist_ok=True)
   questions = os.path.join(out_dir, "questions.jsonl")
   model = os.path.join(out_dir, "tokenizer.model")

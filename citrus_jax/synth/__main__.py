@@ -7,6 +7,8 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
+from citrus_jax.synth import pathway
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/synth.py[:preset]",
                                           lock_config=True)
 
@@ -14,7 +16,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/synth.py[:pre
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from citrus_jax.synth import pathway
   stats = pathway.run(_CONFIG.value)
   if stats["items"]["errors"]:
     sys.exit(1)

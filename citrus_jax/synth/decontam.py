@@ -30,6 +30,7 @@ import unicodedata
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from citrus_jax.data import records
+from citrus_jax.eval.benchmarks import load_benchmark
 
 _WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]|[^\W_]+")
 DEFAULT_SKIP_KEYS = ("id", "source", "meta_info", "answer_idx", "gold", "mode", "group")
@@ -232,7 +233,6 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 def load_benchmarks(specs: Sequence[str]) -> dict[str, list[Any]]:
   """"kind:path" (a citrus_jax.eval.benchmarks name or "auto") -> {display name: items}."""
-  from citrus_jax.eval.benchmarks import load_benchmark
   out: dict[str, list[Any]] = {}
   for spec in specs:
     kind, sep, path = spec.partition(":")

@@ -40,7 +40,8 @@ from citrus_jax.eval.extract import map_to_option
 from citrus_jax.eval.prompts import citrus_target, citrus_user_prompt
 from citrus_jax.synth import roles
 from citrus_jax.synth.items import SynthItem, read_items
-from citrus_jax.synth.llm import LLM, ChatRequest, LLMError, PromptTooLongError
+from citrus_jax.synth.llm import (LLM, CachedLLM, ChatRequest, LLMError, OpenAIBackend,
+                                  PromptTooLongError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,7 +409,6 @@ def format_stats(stats: Mapping[str, Any]) -> str:
 
 def make_llm(config: Any, out_dir: str) -> LLM:
   """The configured backend behind its cache (config.cache.path "none" disables the cache)."""
-  from citrus_jax.synth.llm import CachedLLM, OpenAIBackend
   b = config.backend
   if b.kind == "openai":
     llm: LLM = OpenAIBackend(b.base_url, b.model, api_key_env=b.api_key_env,
@@ -416,6 +416,7 @@ def make_llm(config: Any, out_dir: str) -> LLM:
                              backoff_s=b.backoff_s, concurrency=b.concurrency,
                              max_tokens_field=b.max_tokens_field)
   elif b.kind == "local":
+    # Imported here: the local backend loads JAX and the model stack (~6 s an API run skips).
     from citrus_jax import sharding
     from citrus_jax.infer.local import SamplerBackend, load_model
     mesh = sharding.make_mesh(tuple(b.mesh)) if b.mesh else None

@@ -5,13 +5,12 @@ from typing import Any
 
 import ml_collections
 
-from citrus_jax import multihost, runtime
+from citrus_jax import multihost, runtime, tokenizer
 from citrus_jax.data import pipeline, sources
 from citrus_jax.train import engine, losses, steps
 
 
 def load_tokenizer(config: ml_collections.ConfigDict) -> Any:
-  from citrus_jax import tokenizer
   path = config.tokenizer.get("path") or config.init.get("hf_dir")
   if not path:
     raise runtime.ConfigError("config.tokenizer.path is empty (a .model file or an HF tokenizer "

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from citrus_jax import sharding
-from citrus_jax.model import transformer
+from citrus_jax.model import splash, transformer
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.train import losses, optim
 from citrus_jax.train.step import init_state, make_train_step, state_shardings
@@ -56,7 +56,7 @@ def topology_devices(topology: str) -> list[Any]:
     kind, shape = parse_topology(topology)
   except ValueError as e:
     raise PlanError("config.plan.topology", str(e)) from None
-  from jax.experimental import topologies
+  from jax.experimental import topologies  # TPU-only AOT bits: loaded only for a --plan.topology
   name, chip_config, host_bounds = _TPU_KINDS[kind]
   try:  # 2-D slices (v5e, v6e: '8x8') take the same 3-D host bounds and wrap
     topo = topologies.get_topology_desc(
@@ -195,7 +195,6 @@ def attention_override(fn: Callable | None) -> Iterator[None]:
 def splash_or_einsum(q, k, v, mask_BTS, cfg):
   """Splash for self-attention the kernel supports (T == S, T % 128 == 0), else the einsum path
   (what `attention="splash"` is meant to do once wired in transformer.py)."""
-  from citrus_jax.model import splash
   if splash.supported(q.shape[1], k.shape[1]):
     return splash.attention_from_mask(q, k, v, mask_BTS, cfg)
   return _ORIGINAL_ATTENTION(q, k, v, mask_BTS, cfg)

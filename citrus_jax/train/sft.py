@@ -15,7 +15,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from citrus_jax import multihost, runtime
+from citrus_jax import multihost, peft_io, runtime
 from citrus_jax.data import sft as sft_data
 from citrus_jax.train import cpt, engine, losses, steps
 
@@ -201,7 +201,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, engine.Tra
   export = os.path.join(workdir, "export")  # LoRA: export/{peft,base,merged} of the last stage
   if (engine.lora_config(config) is not None and is_complete(final)
       and (any(results.values()) or not os.path.exists(os.path.join(export, "merged")))):
-    from citrus_jax import peft_io
     paths = peft_io.export_stage(final, export, tokenizer=tok, mesh=runtime.make_mesh(config))
     print(f"[sft] LoRA export: PEFT adapter {paths['peft']}, HF base {paths['base']}, merged HF "
           f"{paths['merged']}", flush=True)

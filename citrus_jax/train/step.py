@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from citrus_jax import sharding
+
 Batch = dict[str, jax.Array]
 LossFn = Callable[[Any, Batch, dict[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
 TotalsFn = Callable[[Batch], dict[str, jax.Array]]
@@ -37,7 +39,6 @@ def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) 
 def state_shardings(abstract_state: TrainState, param_shardings: Any, mesh: Any) -> TrainState:
   """Where each part of the train state lives: params and their optimizer moments sharded alike,
   step and rng replicated. Shared by training and plan mode."""
-  from citrus_jax import sharding
   return TrainState(step=sharding.replicated(mesh), params=param_shardings,
                     opt_state=sharding.opt_state_shardings(abstract_state.opt_state,
                                                            param_shardings, mesh),

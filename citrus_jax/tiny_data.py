@@ -14,6 +14,13 @@ import os
 import random
 from typing import Any
 
+import jax
+
+from citrus_jax import hf, tokenizer
+from citrus_jax.eval import prompts
+from citrus_jax.model import config as model_config
+from citrus_jax.model import transformer
+
 FINDINGS = {
     "Acute myocardial infarction": ("crushing chest pain", "ST elevation", "raised troponin"),
     "Pulmonary embolism": ("sudden dyspnoea", "pleuritic pain", "raised D-dimer"),
@@ -63,7 +70,6 @@ def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> str:
 
 def write_files(out_dir: str, seed: int = 0, n: int = 48) -> dict[str, str]:
   """The data files; returns their paths by role (cpt, sft1..3, questions, benchmarks dir)."""
-  from citrus_jax.eval import prompts
   rng = random.Random(seed)
   os.makedirs(os.path.join(out_dir, "benchmarks"), exist_ok=True)
   names = sorted(FINDINGS)
@@ -106,11 +112,6 @@ def write_model(out_dir: str, text_files: list[str], seed: int = 0, vocab: int =
                 max_seq_len: int = 1024) -> dict[str, str]:
   """A BPE tokenizer on the texts and a random Llama-shaped model (the "tiny" preset's shape)
   with it, saved as a Hugging Face directory: the checkpoint the recipe starts from."""
-  import jax
-  from citrus_jax import hf, tokenizer
-  from citrus_jax.eval import prompts
-  from citrus_jax.model import config as model_config
-  from citrus_jax.model import transformer
   text = os.path.join(out_dir, "tokenizer_text.txt")
   with open(text, "w", encoding="utf-8") as out:
     for _ in range(32):  # the prompts' fixed wording becomes a few long pieces
