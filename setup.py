@@ -21,9 +21,9 @@ INSTALL_REQUIRES = [
     "numpy>=2.4,<3",
     "protobuf>=7.36,<8",
     "tensorboardX>=2.6.5,<3",  # TensorBoard event files without TensorFlow (train/metrics_log.py)
-    "tqdm",
-    "jinja2>=3.1",
-    "matplotlib",
+    "tqdm>=4.66,<5",
+    "jinja2>=3.1,<4",
+    "matplotlib>=3.8,<4",  # the report's figures
 ]
 
 # The OpenAI-compatible server (`python -m citrus_jax.infer.serve`): the async HTTP stack vLLM

@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from typing import Any, Callable
 
+import jax
 from etils import epath
 
 from citrus_jax import tokenizer
 from citrus_jax.data import stats
+from citrus_jax.eval import compare
 from citrus_jax.train import metrics_log
 
 EVAL_ORDER = ("random", "init", "cpt", "sft1", "sft2", "sft3", "rl", "grpo")
@@ -48,7 +51,7 @@ def loss_curves(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def plot(curves: dict[str, tuple[list[int], list[float]]], path: str) -> str:
-  import matplotlib
+  import matplotlib  # heavy (~0.5 s) and needed only to draw; the backend is set before pyplot loads
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(3.2 * max(len(curves), 1), 2.8))
@@ -72,7 +75,6 @@ def _pct(x: Any) -> str:
 def paired_test(eval_dir: str, base: str = "sft3", final: str = "rl") -> dict[str, Any] | None:
   """McNemar exact test and paired bootstrap of `final` vs `base` on the items both answered
   (the first benchmark with a result; every benchmark's row under "benchmarks")."""
-  from citrus_jax.eval import compare
   paths = [os.path.join(eval_dir, f"{name}_items.jsonl") for name in (base, final)]
   if base == final or not all(epath.Path(p).exists() for p in paths):
     return None
@@ -261,13 +263,11 @@ SECTIONS: list[Callable[[Report], str | None]] = [
 
 def write(workdir: str, steps: dict[str, Any], config: Any = None) -> dict[str, Any]:
   """Writes report.md, loss_curves.png and summary.json; prints the summary table."""
-  import jax
   demo = config is None or config.pipeline.get("source") == "clinic_world"
   summary = build_summary(workdir, steps)
   curves = loss_curves(workdir)
   main = jax.process_index() == 0
   if curves and main:  # drawn locally, then copied (the workdir may be gs://)
-    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
       with open(plot(curves, os.path.join(tmp, "loss_curves.png")), "rb") as f:
         (epath.Path(workdir) / "loss_curves.png").write_bytes(f.read())

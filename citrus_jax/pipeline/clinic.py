@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from typing import Any
+
+from citrus_jax import tokenizer
+from citrus_jax.demo import clinic_world
+from citrus_jax.eval import benchmarks, prompts
+from citrus_jax.rollout import rejection
+from citrus_jax.synth import decontam
 
 
 def _world_sizes(scale: float, sft3_cases: int = 0, eval_items: int = 0) -> dict[str, int]:
   """The world's default split sizes times `scale`; `sft3_cases` > 0 sets SFT-3's outright, and
   the test split holds at least the `eval_items` evaluated."""
-  from citrus_jax.demo import clinic_world
   sizes = {k: max(8, int(round(v * scale))) for k, v in clinic_world.DEFAULT_SIZES.items()}
   sizes["test"] = max(sizes["test"], eval_items)
   if sft3_cases:
@@ -26,8 +32,6 @@ def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0
   """SFT-3 chats in the two prompt styles: the evaluation prompt (persona + question with its
   options, in the record's candidate order; also the prompt of rejection sampling), or, for the
   other records, Citrus's open question (no options)."""
-  import random
-  from citrus_jax.eval import prompts
   rng = random.Random(seed)
   with open(src) as f_in, open(dst, "w") as f_out:
     for line in f_in:
@@ -45,9 +49,6 @@ def restyle_sft3(src: str, dst: str, seed: int, with_options_fraction: float = 0
 
 
 def step_data(config, step_dir):
-  from citrus_jax.demo import clinic_world
-  from citrus_jax.eval import benchmarks, prompts
-  from citrus_jax.synth import decontam
   paths = clinic_world.build_world(step_dir, seed=config.demo.world_seed,
                                    sizes=_world_sizes(config.demo.world_scale,
                                                       config.demo.get("sft3_cases", 0),
@@ -84,7 +85,6 @@ def step_tokenizer(config, step_dir, paths):
   """A BPE tokenizer on the world's text, chats included (so the prompts' fixed wording and the
   persona are cheap). With `tokenizer_phrases` pieces may span words: frequent phrases (the
   template, findings, condition names) become single ids, about 1.7x fewer tokens per example."""
-  from citrus_jax import tokenizer
   corpus = os.path.join(step_dir, "corpus.txt")
   with open(corpus, "w") as out:
     for key, fields in (("cpt", ("text",)), ("sft1", ("input", "target")),
@@ -108,8 +108,6 @@ def gold_fallback_pairs(questions: list[dict], samples: list[dict], limit: int,
   """Pairs for questions where no sample was correct: the world's own expert-pathway chain as
   chosen, one of the model's wrong or unusable samples as rejected. Used only to top up a weak
   model's pairs (counted separately in the report), so the RL stage always has data."""
-  from citrus_jax.eval import prompts
-  from citrus_jax.rollout import rejection
   by_id = {q["id"]: q for q in questions}
   out = []
   for rec in samples:

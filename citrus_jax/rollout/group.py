@@ -22,9 +22,14 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from citrus_jax import multihost
+from citrus_jax.infer import sampler
+from citrus_jax.model import transformer
 from citrus_jax.rollout.rejection import _call_seed
 from citrus_jax.rollout.rewards import Reward, answer_reward, group_stats
-from citrus_jax.train import grpo_loss
+from citrus_jax.train import chunked_ce, grpo_loss
+from citrus_jax.train.engine import in_mesh, to_global
+from citrus_jax.train.losses import token_logprobs
 
 
 def completion_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
@@ -82,9 +87,6 @@ def select_groups(values: np.ndarray, num_generations: int, n: int) -> np.ndarra
 def _ref_logprobs_fn(cfg: Any, chunk: int = 0) -> Callable:
   """Jitted (params, rows) -> per-token log-probs [R, T]; `chunk` > 0 (`train.loss_chunk`)
   through `chunked_ce`, so the reference forward never holds the [R, T, V] logits either."""
-  from citrus_jax.model import transformer
-  from citrus_jax.train import chunked_ce
-  from citrus_jax.train.losses import token_logprobs
 
   @jax.jit
   def ref_logp(params, rows):
@@ -116,8 +118,6 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
   fixed cost: sampling is cheaper than a training row, and a group whose rewards are all equal
   has no gradient); 0 trains every sampled group. `ref_chunk` > 0 computes the reference
   log-probs in sequence chunks (`train.loss_chunk`)."""
-  from citrus_jax import multihost
-  from citrus_jax.infer import sampler
   G = num_generations
   ref_fn = _ref_logprobs_fn(cfg, int(ref_chunk)) if ref_params is not None else None
   stop = set(stop_ids)
@@ -185,7 +185,6 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
     n = len(values) // pc
     local = {k: v[pi * n:(pi + 1) * n] for k, v in rows.items()}
     if ref_fn is not None:  # log-probs of the frozen initial params, for the k3 KL
-      from citrus_jax.train.engine import in_mesh, to_global
       fields = ("inputs", "targets", "positions", "segment_ids")
       ref = multihost.to_host(in_mesh(mesh, ref_fn)(
           ref_params, to_global({k: local[k] for k in fields}, mesh)))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from citrus_jax import chat, runtime, sharding
+from citrus_jax import chat, runtime, sharding, tokenizer
 from citrus_jax.eval import prompts
 from citrus_jax.rollout.rejection import decode_with_specials
 from citrus_jax.rollout.questions import PROMPT_STYLES, Question, load_questions
@@ -78,7 +78,6 @@ def make_loss_fn(cfg: Any, *, loss_type: str = "dapo", epsilon_low: float = 0.2,
 
 def _questions_and_tokenizer(config: ml_collections.ConfigDict, workdir: str
                              ) -> tuple[list[Question], Any]:
-  from citrus_jax import tokenizer
   g, d = config.grpo, config.data
   paths, tok_path = d.train_paths, config.tokenizer.path
   if g.get("toy_questions", 0) and not paths:
