@@ -30,17 +30,19 @@ def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
 
 
 def rope_tables(positions_BT: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
-  """cos and sin tables [B, T, head_dim] for integer positions."""
+  """cos and sin tables [B, T, E] (E = head_dim, F = E / 2 frequencies; the letters of
+  model/transformer.py) for integer positions."""
   inv_freq_F = jnp.asarray(inverse_frequencies(cfg))
   angles_BTF = positions_BT.astype(jnp.float32)[..., None] * inv_freq_F
-  angles_BTK = jnp.concatenate([angles_BTF, angles_BTF], axis=-1)
-  return jnp.cos(angles_BTK), jnp.sin(angles_BTK)
+  angles_BTE = jnp.concatenate([angles_BTF, angles_BTF], axis=-1)
+  return jnp.cos(angles_BTE), jnp.sin(angles_BTE)
 
 
-def apply_rope(x_BTNK: jax.Array, cos_BTK: jax.Array, sin_BTK: jax.Array) -> jax.Array:
-  """Rotates the two halves of each head (HF `rotate_half`), in float32."""
-  x = x_BTNK.astype(jnp.float32)
+def apply_rope(x_BTHE: jax.Array, cos_BTE: jax.Array, sin_BTE: jax.Array) -> jax.Array:
+  """Rotates the two halves of each head (HF `rotate_half`), in float32; x is [B, T, heads, E]
+  (query heads H, or the K kv heads: the same tables serve both)."""
+  x = x_BTHE.astype(jnp.float32)
   half = x.shape[-1] // 2
   rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-  cos, sin = cos_BTK[:, :, None, :], sin_BTK[:, :, None, :]
-  return (x * cos + rotated * sin).astype(x_BTNK.dtype)
+  cos, sin = cos_BTE[:, :, None, :], sin_BTE[:, :, None, :]
+  return (x * cos + rotated * sin).astype(x_BTHE.dtype)
