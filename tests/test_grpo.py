@@ -14,7 +14,7 @@ import pytest
 from citrus_jax.rollout.questions import question_from_record
 from citrus_jax.model import config as mc, transformer
 from citrus_jax.rollout import group, rewards
-from citrus_jax.train import grpo, metrics_log, step as step_lib
+from citrus_jax.train import grpo, grpo_loss, losses, metrics_log, step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Q = question_from_record({"id": "q", "question": "A patient reports rash. Which finding?",
@@ -79,7 +79,7 @@ def _rollout_batch(seed=0, rows=8, seq=12):
 def _mean_logp(params, batch):
   logits, _ = transformer.forward(params, batch["inputs"], CFG, positions_BT=batch["positions"],
                                   segment_ids_BT=batch["segment_ids"])
-  lp = np.asarray(grpo.token_logprobs(logits, batch["targets"]))
+  lp = np.asarray(losses.token_logprobs(logits, batch["targets"]))
   m = batch["loss_mask"]
   return (lp * m).sum(1) / m.sum(1)
 
@@ -151,9 +151,10 @@ def test_completion_window_and_group_selection():
   np.testing.assert_array_equal(slots, [[2, 3, 4, 5], [5, 6, 7, 7]])
   np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 1, 1, 0]])  # the clipped slot is not counted
   values = np.asarray([1, 1, 0, 1, 0, 0, 1, 0], np.float32)  # groups of 2: equal, mixed, equal, mixed
-  np.testing.assert_array_equal(group.select_groups(values, 2, 3), [1, 3, 0])
+  degenerate = grpo_loss.dynamic_sampling_mask(values, 2)
+  np.testing.assert_array_equal(group.select_groups(degenerate, 3), [1, 3, 0])
   with pytest.raises(ValueError, match="4 groups sampled, 5"):
-    group.select_groups(values, 2, 5)
+    group.select_groups(degenerate, 5)
 
 
 def _main(workdir, *extra, check=True):

@@ -16,6 +16,7 @@ initial params is asked for (beta > 0).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Sequence
 
@@ -27,9 +28,9 @@ from citrus_jax.infer import sampler
 from citrus_jax.model import transformer
 from citrus_jax.rollout.rejection import _call_seed
 from citrus_jax.rollout.rewards import Reward, answer_reward, group_stats
-from citrus_jax.train import chunked_ce, grpo_loss
+from citrus_jax.train import grpo_loss
 from citrus_jax.train.engine import in_mesh, to_global
-from citrus_jax.train.losses import token_logprobs
+from citrus_jax.train.losses import token_logprobs_from_hidden
 
 
 def completion_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
@@ -74,10 +75,11 @@ def completion_window(loss_mask_RT: np.ndarray, prompt_lens: Sequence[int],
   return slots, mask.astype(np.float32)
 
 
-def select_groups(values: np.ndarray, num_generations: int, n: int) -> np.ndarray:
+def select_groups(degenerate: np.ndarray, n: int) -> np.ndarray:
   """Indices of `n` groups to train on, in sampling order: those whose rewards differ first,
-  then the rest (no gradient, masked out by dynamic sampling) to keep the batch's shape."""
-  degenerate = np.asarray(grpo_loss.dynamic_sampling_mask(values, num_generations))
+  then the degenerate ones (`grpo_loss.dynamic_sampling_mask`: no gradient) to keep the batch's
+  shape."""
+  degenerate = np.asarray(degenerate)
   order = np.concatenate([np.flatnonzero(~degenerate), np.flatnonzero(degenerate)])
   if len(order) < n:
     raise ValueError(f"{len(order)} groups sampled, {n} to train on")
@@ -90,13 +92,9 @@ def _ref_logprobs_fn(cfg: Any, chunk: int = 0) -> Callable:
 
   @jax.jit
   def ref_logp(params, rows):
-    if chunk:
-      hidden, _ = transformer.forward(params, rows["inputs"], cfg, positions_BT=rows["positions"],
-                                      segment_ids_BT=rows["segment_ids"], return_hidden=True)
-      return chunked_ce.token_logprobs(params, hidden, rows["targets"], cfg, chunk)
-    logits, _ = transformer.forward(params, rows["inputs"], cfg, positions_BT=rows["positions"],
-                                    segment_ids_BT=rows["segment_ids"])
-    return token_logprobs(logits, rows["targets"])
+    hidden, _ = transformer.forward(params, rows["inputs"], cfg, positions_BT=rows["positions"],
+                                    segment_ids_BT=rows["segment_ids"], return_hidden=True)
+    return token_logprobs_from_hidden(params, hidden, rows["targets"], cfg, chunk)
   return ref_logp
 
 
@@ -139,18 +137,18 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
         for r, (text, reason) in enumerate(zip(texts, res.finish_reason))]
     values = np.asarray([rw.value for rw in rewards], np.float32)
     metrics = dict(group_stats(rewards, G))  # of everything sampled
+    degenerate = np.asarray(grpo_loss.dynamic_sampling_mask(values, G))  # [groups]
     if train_groups:
-      groups = select_groups(values, G, train_groups)
-      metrics["groups/trained_mixed"] = float(
-          (~np.asarray(grpo_loss.dynamic_sampling_mask(values, G)))[groups].mean())
+      groups = select_groups(degenerate, train_groups)
+      degenerate = degenerate[groups]
+      metrics["groups/trained_mixed"] = float((~degenerate).mean())
       rows_kept = (groups[:, None] * G + np.arange(G)[None]).reshape(-1)
       idx = [idx[g] for g in groups]
       rows_prompts = [rows_prompts[r] for r in rows_kept]
       texts = [texts[r] for r in rows_kept]
       rewards = [rewards[r] for r in rows_kept]
-      res = sampler.GenerationResult(*(
-          [getattr(res, f)[r] for r in rows_kept]
-          for f in ("tokens", "logprobs", "sampling_logprobs", "finish_reason")))
+      res = sampler.GenerationResult(**{f.name: [getattr(res, f.name)[r] for r in rows_kept]
+                                        for f in dataclasses.fields(res)})
       values = values[rows_kept]
     adv = np.asarray(grpo_loss.group_advantages(values, G, scale_rewards))
     longest = max(len(p) + len(c) for p, c in zip(rows_prompts, res.tokens)) - 1
@@ -158,7 +156,7 @@ def make_rollout_fn(cfg: Any, questions: Sequence[Any], prompt_ids: Sequence[Seq
     rows = completion_rows(rows_prompts, res.tokens, row_len, pad_id)
     keep = np.ones(len(values), bool)
     if dynamic_sampling:  # groups with one reward for all carry no signal: out of the loss
-      keep &= ~np.repeat(np.asarray(grpo_loss.dynamic_sampling_mask(values, G)), G)
+      keep &= ~np.repeat(degenerate, G)
     truncated = np.asarray([reason != "stop" for reason in res.finish_reason])
     if mask_truncated:
       keep &= ~truncated

@@ -29,8 +29,7 @@ from citrus_jax.rollout.rejection import decode_with_specials
 from citrus_jax.rollout.questions import PROMPT_STYLES, Question, load_questions
 from citrus_jax.model import transformer
 from citrus_jax.rollout import group, toy_task
-from citrus_jax.train import engine, grpo_loss, steps
-from citrus_jax.train.losses import token_logprobs  # noqa: F401  (tests)
+from citrus_jax.train import engine, grpo_loss, losses, steps
 
 
 def mcq_prompt(q: Question) -> list[dict[str, str]]:
@@ -50,9 +49,7 @@ def make_loss_fn(cfg: Any, *, loss_type: str = "dapo", epsilon_low: float = 0.2,
   Rows with `completion_slots` (rollout.group) run the output layer on the completion's slots
   only; `loss_chunk` > 0 (`train.loss_chunk`) computes log-probs and entropy in sequence chunks
   (`chunked_ce`). Both give the full path's numbers."""
-  loss_chunk = int(loss_chunk)
-  if loss_chunk < 0:
-    raise ValueError(f"train.loss_chunk={loss_chunk} must be >= 0 (0: full logits)")
+  loss_chunk = losses.check_loss_chunk(loss_chunk)
 
   def loss_fn(params, batch, totals):
     hidden, _ = transformer.forward(params, batch["inputs"], cfg, positions_BT=batch["positions"],

@@ -52,6 +52,14 @@ def _trained_positions(loss_mask_BT: jax.Array, k: int) -> tuple[jax.Array, jax.
   return jax.vmap(row)(loss_mask_BT)
 
 
+def check_loss_chunk(chunk: int) -> int:
+  """`train.loss_chunk` as an int; 0 is off (full logits), a negative value is an error."""
+  chunk = int(chunk)
+  if chunk < 0:
+    raise ValueError(f"train.loss_chunk={chunk} must be >= 0 (0: full logits)")
+  return chunk
+
+
 def lm_loss_fn(cfg: Any, z_loss: float = 0.0, logits_fraction: float = 1.0,
                loss_chunk: int = 0) -> Callable:
   """Next-token loss on a packed batch (inputs, targets, positions, segment_ids, loss_mask).
@@ -69,9 +77,7 @@ def lm_loss_fn(cfg: Any, z_loss: float = 0.0, logits_fraction: float = 1.0,
   logits_fraction = float(logits_fraction)
   if not 0.0 < logits_fraction <= 1.0:
     raise ValueError(f"logits_fraction={logits_fraction} must be in (0, 1]")
-  loss_chunk = int(loss_chunk)
-  if loss_chunk < 0:
-    raise ValueError(f"train.loss_chunk={loss_chunk} must be >= 0 (0: full logits)")
+  loss_chunk = check_loss_chunk(loss_chunk)
 
   def ce(params, hidden_BTD, targets, weights, totals):
     if loss_chunk:

@@ -41,8 +41,7 @@ import numpy as np
 
 from citrus_jax.model.config import ModelConfig
 from citrus_jax.model.transformer import forward
-from citrus_jax.train import chunked_ce
-from citrus_jax.train.losses import token_logprobs
+from citrus_jax.train.losses import check_loss_chunk, token_logprobs, token_logprobs_from_hidden
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -83,13 +82,6 @@ def _pair_rows(batch: Batch, field: str) -> jax.Array:
   return jnp.stack([c, r], axis=1).reshape(-1, c.shape[-1])
 
 
-def _check_chunk(chunk: int) -> int:
-  chunk = int(chunk)
-  if chunk < 0:
-    raise ValueError(f"train.loss_chunk={chunk} must be >= 0 (0: full logits)")
-  return chunk
-
-
 def pair_stats(logps_2BT: jax.Array, batch: Batch) -> dict[str, jax.Array]:
   """Per-sequence stats ([B] each) from the [2B, T] per-token log-probs of the paired rows
   (`_pair_rows` order); the part of `pair_forward_logprobs` after the output layer."""
@@ -118,16 +110,11 @@ def pair_forward_logprobs(params: Any, batch: Batch, cfg: ModelConfig, chunk: in
   `chunk` > 0 (`train.loss_chunk`) computes the log-probs from the final hidden states in
   sequence chunks (`chunked_ce`): same numbers without the [2B, T, V] fp32 logits.
   """
-  chunk = _check_chunk(chunk)
-  kwargs = dict(positions_BT=_pair_rows(batch, "positions"),
-                segment_ids_BT=_pair_rows(batch, "segment_ids"))
-  targets = _pair_rows(batch, "targets")
-  if chunk:
-    hidden, _ = forward(params, _pair_rows(batch, "inputs"), cfg, return_hidden=True, **kwargs)
-    logps = chunked_ce.token_logprobs(params, hidden, targets, cfg, chunk)  # [2B, T]
-  else:
-    logits, _ = forward(params, _pair_rows(batch, "inputs"), cfg, **kwargs)
-    logps = token_logprobs(logits, targets)  # [2B, T]
+  hidden, _ = forward(params, _pair_rows(batch, "inputs"), cfg,
+                      positions_BT=_pair_rows(batch, "positions"),
+                      segment_ids_BT=_pair_rows(batch, "segment_ids"), return_hidden=True)
+  logps = token_logprobs_from_hidden(params, hidden, _pair_rows(batch, "targets"), cfg,
+                                     check_loss_chunk(chunk))  # [2B, T]
   return pair_stats(logps, batch)
 
 
@@ -157,7 +144,7 @@ def precompute_reference_logprobs(params: Any, batches: Iterable[Batch], cfg: Mo
   out = []
   for batch in batches:
     arrays = {f"{s}_{f}": batch[f"{s}_{f}"] for s in ("chosen", "rejected") for f in _FIELDS}
-    ref = fn(params, arrays, cfg, _check_chunk(chunk))
+    ref = fn(params, arrays, cfg, check_loss_chunk(chunk))
     out.append(np.stack([np.asarray(ref["ref_chosen_logps"]),
                          np.asarray(ref["ref_rejected_logps"])], axis=-1))
   if not out:
@@ -349,7 +336,7 @@ def make_loss_fn(cfg: ModelConfig, name: str = "cpo_simpo", *, loss_chunk: int =
   (`train.loss_chunk`): policy and reference log-probs in sequence chunks (`chunked_ce`).
   """
   hparams_for(name, **hparams)  # fail fast on a bad name or key
-  loss_chunk = _check_chunk(loss_chunk)
+  loss_chunk = check_loss_chunk(loss_chunk)
 
   def loss_fn(params: Any, batch: Batch, totals: Mapping[str, jax.Array] | None = None,
               ref_params: Any = None) -> tuple[jax.Array, Metrics]:
