@@ -2,7 +2,7 @@
 
   python tools/demo_dev.py eval runs/demo                      # SFT-3 and RL of a finished run
   python tools/demo_dev.py sweep runs/demo 4:1700:3e-3 8:850:3e-3   # SFT-3 variants (batch:steps:lr)
-  python tools/demo_dev.py rl runs/demo 3:1e-4:0.05:8            # RL variants (epochs:lr:alpha:batch)
+  python tools/demo_dev.py rl runs/demo 3:1e-4:0.05:8:dpo:0.1     # RL (epochs:lr:alpha:batch[:loss[:beta[:gamma]]])
   python tools/demo_dev.py grpo runs/demo 12:1e-5:8:8:rl:0.7:16   # GRPO (steps:lr:prompts:gens:from[:temp[:sampled]])
 
 `eval` scores a finished demo run's SFT-3 and RL checkpoints on its dev split; `sweep` trains
@@ -53,9 +53,9 @@ def sweep(run: str, variants: list[str]) -> None:
     batch, steps, lr = variant.split(":")
     out = os.path.join(os.environ.get("SWEEP_DIR", "/tmp/demo_sweep"), variant.replace(":", "_"))
     s = pipeline._stage_config(sft_config, "demo", c, out, tok["model"])
-    s.init.checkpoint = os.path.join(run, "sft", "sft2")
+    s.init.checkpoint = os.environ.get("INIT", os.path.join(run, "sft", "sft2"))
     s.optim.lr, s.data.num_epochs, s.checkpoint.every = float(lr), 0, 100_000
-    s.sft.stages = (sft_config.stage("sft3", train_paths=data["paths"]["sft3_chat"],
+    s.sft.stages = (sft_config.stage("sft3", train_paths=os.environ.get("SFT3", data["paths"]["sft3_chat"]),
                                      num_steps=int(steps), batch_size=int(batch)),)
     start = time.perf_counter()
     sft.run(s, out)
@@ -69,14 +69,16 @@ def rl_sweep(run: str, variants: list[str]) -> None:
   pairs = os.environ.get("PAIRS", os.path.join(run, "rejection", "pairs.jsonl"))
   tok = os.path.join(run, "tokenizer", "sp.model")
   for variant in variants:
-    epochs, lr, alpha, batch = variant.split(":")
+    epochs, lr, alpha, batch, *rest = variant.split(":")  # [:loss[:beta[:gamma]]]
     out = os.path.join(os.environ.get("SWEEP_DIR", "/tmp/demo_sweep"), "rl_" + variant.replace(":", "_"))
-    r = pipeline._stage_config(rl_config, "demo", c, out, tok, train_paths=pairs,
-                               num_epochs=int(epochs))
-    r.init.checkpoint = os.path.join(run, "sft", "sft3")
+    c.demo.rl_epochs = int(epochs)  # the rl step's overrides set data.num_epochs from it
+    r = pipeline._stage_config(rl_config, "demo", c, out, tok, train_paths=pairs)
+    r.init.checkpoint = os.environ.get("INIT", os.path.join(run, "sft", "sft3"))
     r.optim.lr, r.rl.cpo_alpha, r.data.global_batch_size = float(lr), float(alpha), int(batch)
     r.rl.max_length, r.rl.max_prompt_length = c.demo.rl_max_length, c.demo.rl_max_prompt_length
     r.train.num_steps, r.checkpoint.every = 0, 100_000
+    for key, value in zip(("loss", "beta", "gamma"), rest):
+      r.rl[key] = value if key == "loss" else float(value)
     start = time.perf_counter()
     rl.run(r, out)
     print(f"[rl sweep] {variant}: trained in {time.perf_counter() - start:.0f}s", flush=True)
