@@ -3,6 +3,7 @@
   python -m citrus_jax.main --config=configs/demo.py          # the full demo (~10 min, 2 cores)
   python -m citrus_jax.main --config=configs/demo.py:small    # 22 conditions, ~6.5 min (e2e test)
   python -m citrus_jax.main --config=configs/demo.py:tiny     # ~3 min smoke run (the notebook's)
+  python -m citrus_jax.main --config=configs/demo.py:noisy_teacher  # SFT-3 taught by a wrong teacher
 
 world -> sentencepiece tokenizer -> CPT -> SFT-1 -> SFT-2 -> SFT-3 -> rejection sampling ->
 CPO+SimPO -> evaluation of every stage -> HF export -> report. Rerunning the same command
@@ -47,6 +48,13 @@ _PRESETS = {
                   rs_questions=32, rs_samples=4,
                   rl_epochs=1, eval_items=100, eval_max_new_tokens=160, world_scale=0.5,
                   conditions=SMALL_WORLD, cpt_only=SMALL_CPT_ONLY),
+    # The designed experiment of README (The demo): the default run with an SFT-3 teacher that
+    # misreads a fifth of the conditions (argues the closest look-alike in 70% of their chats).
+    "noisy_teacher": dict(model="clinic", vocab=4096, cpt_seq_len=256, seq_len=256, batch=8,
+                          cpt_steps=200, sft_steps=(200, 100, 1180), sft_batch_sizes=(8, 8, 4),
+                          rs_questions=64, rs_samples=4, rl_epochs=1, eval_items=200,
+                          eval_max_new_tokens=160, world_scale=1.0, teacher_misread=0.2,
+                          teacher_error_rate=0.7),
     # A smoke run (~3 min on 2 cores; the notebook's test): a handful of steps.
     "tiny": dict(model="clinic", vocab=1024, cpt_seq_len=128, seq_len=256, batch=8,
                  cpt_steps=10, sft_steps=(3, 3, 10), rs_questions=8, rs_samples=2,
@@ -101,6 +109,12 @@ def get_config(preset: str = "default"):
       sft3_source="template",  # template | synth (expert-pathway synthesis output, sft3_path)
       sft3_path="",
       sft3_options_fraction=1.0,  # SFT-3 chats with the options listed (the rest: open question)
+      # An SFT-3 teacher without a final-answer check (clinic_world.teacher_errors): it misreads
+      # this fraction of the conditions, and argues the closest look-alike in teacher_error_rate
+      # of their chats. 0: the clean teacher. The "noisy_teacher" preset is the designed
+      # experiment of README (The demo): what RL on verified answers does when SFT taught errors.
+      teacher_misread=p.get("teacher_misread", 0.0),
+      teacher_error_rate=p.get("teacher_error_rate", 0.0),
       rs_questions=p["rs_questions"], rs_samples=p["rs_samples"], rs_temperature=0.7,
       rs_max_new_tokens=p["eval_max_new_tokens"], rs_min_think_chars=100,
       rs_unverified_as_wrong=True,  # an answer naming no option is a wrong answer

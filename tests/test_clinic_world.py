@@ -326,3 +326,34 @@ def test_sft3_targets_are_well_formed(world_files):
 def test_prompt_fn_is_used():
   data = cw.generate(seed=0, sizes={**SMALL, "cpt": 1}, prompt_fn=lambda q: f"Q: {q}\nA:")
   assert all(r["input"] == f"Q: {r['question']}\nA:" for r in data["sft3"])
+
+
+def test_a_misreading_teacher_argues_look_alikes_and_leaves_the_answer_key_alone():
+  sizes = {**SMALL, "cpt": 1, "sft3": 400}
+  clean = cw.generate(seed=0, sizes=sizes)
+  noisy = cw.generate(seed=0, sizes=sizes, teacher_misread=0.3, teacher_error_rate=0.8)
+  for name in ("rl_questions", "dev", "test", "sft1", "sft2"):  # the answer key is the same
+    assert noisy[name] == clean[name], name
+  teacher = noisy["world_stats"]["teacher"]
+  misread = set(teacher["conditions"])
+  assert len(misread) == round(0.3 * len(set(TABLE) - set(cc.DEFAULT_CPT_ONLY)))
+  wrong = 0
+  for c, n in zip(clean["sft3"], noisy["sft3"], strict=True):
+    assert {k: v for k, v in n.items() if k not in ("target", "teacher_answer")} == \
+        {k: v for k, v in c.items() if k != "target"}
+    if "teacher_answer" not in n:
+      assert n["target"] == c["target"]
+      continue
+    wrong += 1
+    y = n["teacher_answer"]
+    assert n["answer"] in misread and y in n["rivals"]
+    # ... the closest look-alike of the case, argued all the way to the answer
+    assert y == min(n["rivals"], key=list(TABLE[n["answer"]].lookalikes).index)
+    think, answer = COT.fullmatch(n["target"]).groups()
+    assert answer == y and think.startswith(f"The findings point to {cw.mid(y)}.")
+    assert think.endswith(f"So the diagnosis is {cw.mid(y)}.")
+    assert f"{cw.mid(n['answer'])} does not fit".lower() in think.lower()
+  on_misread = sum(c["answer"] in misread for c in clean["sft3"])
+  assert wrong == teacher["sft3_chats_wrong"] and 0.65 * on_misread < wrong < 0.95 * on_misread
+  with pytest.raises(ValueError, match="must lie in"):
+    cw.generate(seed=0, sizes=sizes, teacher_misread=1.5)

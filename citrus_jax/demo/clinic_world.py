@@ -52,7 +52,7 @@ def citrus_prompt(question: str) -> str:
           "reasoning </think> <answer> your final answer </answer>")
 
 
-def reasoning(world: World, case: Case, candidates) -> str:
+def reasoning(world: World, case: Case, candidates, argue: str | None = None) -> str:
   """An expert-pathway chain: a leading impression, the findings that support it, the
   differential (the impression and its look-alikes among the candidates), each look-alike set
   aside by the most telling finding it cannot explain, the conclusion.
@@ -61,8 +61,12 @@ def reasoning(world: World, case: Case, candidates) -> str:
   the impression's own order (its findings in the table's order, its look-alikes in the order of
   its look-alike list), so producing a line means looking things up in the question, never
   copying the question's word order.
+
+  `argue` names another candidate for the chain to argue (a teacher that misreads the case,
+  `teacher_errors`); a rival the case's findings cannot rule out (the true diagnosis) is then set
+  aside by its most telling finding, as a teacher sure of the wrong answer would write.
   """
-  gold = case.condition
+  gold = argue or case.condition
   lookalikes = list(world.conditions[gold].lookalikes)
   rivals = sorted((c for c in candidates if c != gold), key=lambda c: (
       lookalikes.index(c) if c in lookalikes else len(lookalikes), c))
@@ -70,7 +74,7 @@ def reasoning(world: World, case: Case, candidates) -> str:
            f"Supporting findings: {_join(case.findings)}.",
            f"The differential includes {_join(mid(c) for c in [gold, *rivals])}."]
   for c in rivals:
-    f = _telling(world, [x for x in case.findings if x in world.excluders[c]])
+    f = _telling(world, [x for x in case.findings if x in world.excluders[c]] or case.findings)
     lines.append(f"{_cap(mid(c))} does not fit {f}.")
   lines.append(f"So the diagnosis is {mid(gold)}.")
   return "\n".join(lines)
@@ -93,7 +97,7 @@ def _lettered(names) -> dict[str, str]:
 
 
 def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[[str], str],
-              *, item_id: str, max_chars: int = MAX_CHARS) -> dict:
+              *, item_id: str, max_chars: int = MAX_CHARS, argue: str | None = None) -> dict:
   """An SFT-3 / RL record: open question, gold name, Citrus prompt and expert-pathway target.
 
   `candidates` (the gold and its rivals, in option order) is what a prompt listing the options
@@ -101,7 +105,7 @@ def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[
   target <= max_chars (else the shortest), so examples fit a short context.
   """
   candidates = option_order(case, rng)
-  target = cot_target(reasoning(world, case, candidates), case.condition)
+  target = cot_target(reasoning(world, case, candidates, argue), argue or case.condition)
   questions = []
   for _ in range(3):
     patient = make_patient(world, case, rng, case.rivals)
@@ -112,7 +116,7 @@ def open_item(world: World, case: Case, rng: random.Random, prompt_fn: Callable[
   return {"id": item_id, "question": question, "answer": case.condition,
           "input": prompt_fn(question), "target": target, "mode": case.mode,
           "findings": list(case.findings), "rivals": list(case.rivals),
-          "candidates": candidates}
+          "candidates": candidates, **({"teacher_answer": argue} if argue else {})}
 
 
 def mcq_item(world: World, case: Case, rng: random.Random, *, item_id: str, group: str) -> dict:
@@ -175,6 +179,30 @@ def train_cases(world: World, rng: random.Random, n: int, held_out: set, seen: s
   return cases
 
 
+def teacher_errors(world: World, rng: random.Random, cases: list[Case], misread: float,
+                   rate: float) -> tuple[list[str | None], list[str]]:
+  """What an SFT-3 teacher without a final-answer check writes (the released Citrus synthesis
+  code keeps chains whatever they conclude): it misreads a `misread` fraction of the trainable
+  conditions, and a chat on a misread condition argues, with probability `rate`, the case's
+  closest look-alike (the first of its rivals in the condition's look-alike order) instead.
+
+  Returns, per case, the condition its chat argues (None: the true one), and the misread
+  conditions. The answer key (RL questions, dev, test) is never touched, so a verified reward
+  can undo what this teacher taught; the README's designed experiment measures that."""
+  if not (0.0 <= misread <= 1.0 and 0.0 <= rate <= 1.0):
+    raise ValueError(f"teacher misread={misread} and rate={rate} must lie in [0, 1]")
+  names = sorted(world.trainable())
+  rng.shuffle(names)
+  wrong = sorted(names[:round(misread * len(names))])
+  argue: list[str | None] = []
+  for case in cases:
+    look = list(world.conditions[case.condition].lookalikes)
+    rivals = sorted(case.rivals, key=lambda c: (look.index(c) if c in look else len(look), c))
+    argue.append(rivals[0] if case.condition in wrong and rivals and rng.random() < rate
+                 else None)
+  return argue, wrong
+
+
 def rl_item(world: World, case: Case, rng: random.Random, prompt_fn, *, item_id: str) -> dict:
   """A rejection-sampling question: the open record, whose options verify answers."""
   item = open_item(world, case, rng, prompt_fn, item_id=item_id)
@@ -192,10 +220,13 @@ def _check_no_leak(world: World, label: str, records: list[dict]) -> None:
 
 
 def generate(*, seed: int = 0, sizes: dict | None = None, cpt_only=None, conditions=(),
-             prompt_fn: Callable[[str], str] | None = None) -> dict:
+             prompt_fn: Callable[[str], str] | None = None, teacher_misread: float = 0.0,
+             teacher_error_rate: float = 0.0) -> dict:
   """All records of the world in memory: {file name: [records]} plus "world_stats".
 
-  `conditions` names a part of the table to build the world from (default: all of it)."""
+  `conditions` names a part of the table to build the world from (default: all of it);
+  `teacher_misread` > 0 gives SFT-3 a teacher that is wrong on part of the table
+  (`teacher_errors`); 0 (the default) leaves every file byte-identical to a clean world's."""
   unknown = set(sizes or {}) - set(DEFAULT_SIZES)
   if unknown:
     raise ValueError(f"sizes: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_SIZES)}")
@@ -214,14 +245,23 @@ def generate(*, seed: int = 0, sizes: dict | None = None, cpt_only=None, conditi
   out["rl_questions"] = [rl_item(world, c, r, prompt_fn, item_id=f"rl-{i:04d}") for i, c in
                          enumerate(train_cases(world, r, sizes["rl_questions"], held, seen))]
   r = rng("sft3")
-  out["sft3"] = [open_item(world, c, r, prompt_fn, item_id=f"sft3-{i:04d}") for i, c in
-                 enumerate(train_cases(world, r, sizes["sft3"], held, seen))]
+  cases = train_cases(world, r, sizes["sft3"], held, seen)
+  argue, misread = [None] * len(cases), []
+  if teacher_misread > 0:
+    argue, misread = teacher_errors(world, rng("teacher"), cases, teacher_misread,
+                                    teacher_error_rate)
+  out["sft3"] = [open_item(world, c, r, prompt_fn, item_id=f"sft3-{i:04d}", argue=a)
+                 for i, (c, a) in enumerate(zip(cases, argue))]
   out["cpt"] = clinic_texts.cpt_docs(world, rng("cpt"), sizes["cpt"], held)
   for stage in ("sft1", "sft2"):
     out[stage] = clinic_texts.instruction_records(world, rng(stage), sizes[stage], stage, held)
   for label in ("sft1", "sft2", "sft3", "rl_questions"):
     _check_no_leak(world, label, out[label])
   out["world_stats"] = _stats(world, out, seed, sizes)
+  if teacher_misread > 0:
+    out["world_stats"]["teacher"] = {
+        "misread": teacher_misread, "error_rate": teacher_error_rate, "conditions": misread,
+        "sft3_chats_wrong": sum(a is not None for a in argue)}
   return out
 
 
@@ -250,10 +290,13 @@ def _stats(world: World, out: dict, seed: int, sizes: dict) -> dict:
 
 
 def build_world(out_dir: str, *, seed: int = 0, sizes: dict | None = None, cpt_only=None,
-                conditions=(), prompt_fn: Callable[[str], str] | None = None) -> dict[str, str]:
+                conditions=(), prompt_fn: Callable[[str], str] | None = None,
+                teacher_misread: float = 0.0, teacher_error_rate: float = 0.0
+                ) -> dict[str, str]:
   """Writes the world's JSONL files and world_stats.json under out_dir; returns their paths."""
   data = generate(seed=seed, sizes=sizes, cpt_only=cpt_only, conditions=conditions,
-                  prompt_fn=prompt_fn)
+                  prompt_fn=prompt_fn, teacher_misread=teacher_misread,
+                  teacher_error_rate=teacher_error_rate)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
   for name in FILES:

@@ -55,7 +55,9 @@ def step_data(config, step_dir):
                                                       config.demo.eval_items),
                                    conditions=tuple(config.demo.get("world_conditions", ())),
                                    cpt_only=config.demo.get("world_cpt_only", None),
-                                   prompt_fn=prompts.citrus_user_prompt)
+                                   prompt_fn=prompts.citrus_user_prompt,
+                                   teacher_misread=config.demo.get("teacher_misread", 0.0),
+                                   teacher_error_rate=config.demo.get("teacher_error_rate", 0.0))
   paths["sft3_chat"] = restyle_sft3(paths["sft3"], os.path.join(step_dir, "sft3_chat.jsonl"),
                                     config.demo.world_seed,
                                     config.demo.sft3_options_fraction)
